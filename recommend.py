@@ -1,0 +1,931 @@
+"""Recommend movies with a two-tower retrieval model: the TensorFlow Recommenders tutorial, runnable.
+
+A retrieval model answers "which few of thousands of movies should this user see?" It learns one
+embedding per user and one per movie so that a user's vector scores high (dot product) against the
+movies they watched. Because the two towers never look at each other, every movie can be scored for
+a user with one matrix product, which is what makes retrieval fast.
+
+The workflow, one function per step, in the order they appear below:
+
+    1. load_movielens       read MovieLens 100k ratings and movie titles with TensorFlow Datasets
+    2. build_vocabularies   map user ids and movie titles to embedding rows (StringLookup)
+    3. build_model          the user tower, the movie tower and the retrieval task (tfrs.Model)
+    4. train                fit both towers with Adagrad on in-batch softmax
+    5. build_index          score every movie for a user (BruteForce), leaving out rated movies
+    6. recommend            ask the index for one user's top k
+
+Around them: evaluate (held-out accuracy against recommending the most popular movies) and
+save_recommender / load_recommender (a SavedModel that answers without retraining).
+
+Run it:
+
+    python recommend.py --user 42                  # train, then print user 42's top 10
+    python recommend.py --user 42 --k 5 --json     # the same as one JSON document
+    python recommend.py --evaluate                 # is the model better than "most popular"?
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+# TensorFlow Recommenders is written for Keras 2. Since TensorFlow 2.16, `tf.keras` is Keras 3 unless
+# this is set before TensorFlow is imported; then `tf.keras` is the tf-keras package (Keras 2).
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+# Hide TensorFlow's C++ INFO and WARNING lines; a user who wants them can set the variable themselves.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+STARTED_AT = time.perf_counter()
+
+
+@contextlib.contextmanager
+def native_stderr_captured():
+    """Sends what C++ code writes to stderr into a scratch file, and shows it only if the block fails.
+
+    TensorFlow's C++ core logs a few lines while it loads ("oneDNN custom operations are on", "Could not
+    find cuda drivers") before any log setting can reach them: TF_CPP_MIN_LOG_LEVEL does not silence
+    them (tensorflow/tensorflow#100442). Only pointing file descriptor 2 elsewhere does.
+    """
+    sys.stderr.flush()
+    saved_stderr = os.dup(2)
+    with tempfile.TemporaryFile() as scratch:
+        os.dup2(scratch.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved_stderr, 2)
+            scratch.seek(0)
+            sys.stderr.write(scratch.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
+
+
+with native_stderr_captured():
+    import numpy as np
+    import requests
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+    import tensorflow_recommenders as tfrs
+    from absl import logging as absl_logging
+
+    # TensorFlow probes for a GPU the first time it runs an op, and logs about it when there is none.
+    tf.config.list_logical_devices()
+
+IMPORTED_AT = time.perf_counter()
+
+RATINGS_DATASET = "movielens/100k-ratings"
+MOVIES_DATASET = "movielens/100k-movies"
+# A HEAD request that has not answered by then will not download 5 MB in a useful time either.
+DOWNLOAD_CHECK_TIMEOUT_SECONDS = 10
+# The tutorial's held-out evaluation: shuffle once with these seeds, train on 80%, test on 20%.
+SPLIT_SEED = 42
+TRAIN_SIZE = 80_000
+TEST_SIZE = 20_000
+TOP_KS = (1, 5, 10, 50, 100)
+RANKING_CUTOFF = 10
+SAVED_RECOMMENDER_FILE = "recommender.json"
+SAVED_RECOMMENDER_FORMAT = "recommend.py saved recommender"
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How the towers are trained. The defaults are the TFRS tutorial's."""
+
+    # 64 numbers per user and per movie: plenty to separate 1,664 movies, few enough to train in seconds.
+    embedding_dim: int = 64
+    # Adagrad shrinks each embedding row's steps as its squared gradients add up, so rarely seen users and
+    # movies still learn quickly while popular ones settle; that is why a rate as large as 0.5 is stable.
+    learning_rate: float = 0.5
+    # Each rating's negatives are the other movies in its batch, so a large batch means many negatives.
+    batch_size: int = 4096
+    # Three passes over 100k ratings is where the tutorial stops; loss still falls slowly after that.
+    epochs: int = 3
+    # The tutorial feeds the ratings in the same order every epoch, so every batch repeats its negatives.
+    shuffle_each_epoch: bool = False
+    # In-batch negatives are drawn in proportion to popularity, so the plain softmax learns to push popular
+    # movies down. Subtracting log(probability of being sampled) from each score (the "logQ" correction)
+    # undoes that bias.
+    sampling_correction: bool = False
+    # A popular movie is often in a batch twice; without this its second copy counts as a negative.
+    remove_accidental_hits: bool = False
+    # L2 weight decay on both embedding tables; it keeps rarely seen users and movies near the origin.
+    embedding_l2: float = 0.0
+
+
+TUTORIAL = Recipe()
+# Chosen on a validation split carved from the training data (README.md, "How good is it?").
+TUNED = Recipe(
+    learning_rate=0.1,
+    epochs=5,
+    shuffle_each_epoch=True,
+    sampling_correction=True,
+    embedding_l2=1e-5,
+)
+
+
+class UsageError(Exception):
+    """A mistake in what the user asked for: reported in one line, exit status 2."""
+
+
+class DataUnavailableError(Exception):
+    """MovieLens could not be loaded or downloaded: reported with the ways out, exit status 1."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MovieLens:
+    """MovieLens 100k as plain arrays: one entry per rating, and the catalogue of distinct titles."""
+
+    user_ids: np.ndarray  # bytes, one per rating
+    movie_titles: np.ndarray  # bytes, one per rating
+    movies_titles: np.ndarray  # bytes, one per movie id (1,682 ids, some sharing a title)
+
+    @property
+    def catalogue(self) -> np.ndarray:
+        # 18 titles belong to two movie ids each. The towers know movies by title, so both ids share one
+        # embedding: recommending each distinct title once keeps the list free of repeats.
+        return np.unique(self.movies_titles)
+
+
+# 1. Load ----------------------------------------------------------------------------------------------
+
+
+def load_movielens(data_dir: str | None = None) -> MovieLens:
+    """Loads the ratings (who rated which movie) and the movie titles with TensorFlow Datasets."""
+    for name in (RATINGS_DATASET, MOVIES_DATASET):
+        prepare_dataset(tfds.builder(name, data_dir=data_dir))
+    # The model needs only who rated what. Decoding just these two features skips parsing the other ten
+    # (ratings, timestamps, genres, user details) for every example.
+    ratings = tfds.load(
+        RATINGS_DATASET,
+        split="train",
+        data_dir=data_dir,
+        decoders=tfds.decode.PartialDecoding({"user_id": True, "movie_title": True}),
+    )
+    movies = tfds.load(
+        MOVIES_DATASET,
+        split="train",
+        data_dir=data_dir,
+        decoders=tfds.decode.PartialDecoding({"movie_title": True}),
+    )
+    # Everything fits in memory (100k short strings), so read each dataset once, as one batch, and work
+    # with arrays from here on.
+    rating_columns = ratings.batch(len(ratings)).get_single_element()
+    movie_columns = movies.batch(len(movies)).get_single_element()
+    return MovieLens(
+        user_ids=rating_columns["user_id"].numpy(),
+        movie_titles=rating_columns["movie_title"].numpy(),
+        movies_titles=movie_columns["movie_title"].numpy(),
+    )
+
+
+def prepare_dataset(builder: tfds.core.DatasetBuilder) -> None:
+    """Makes sure TFDS has the dataset on disk, failing in seconds when it cannot get it.
+
+    Offline, TFDS retries a download ten times with back-off and gives up only after minutes, so check
+    first whether the file can be had at all: from TFDS's manual-download folder, or from its URL.
+    """
+    if builder.is_prepared():
+        return
+    url = builder.builder_config.download_url
+    filename = builder.url_infos[url].filename
+    manual_dir = builder.data_dir_root / "downloads" / "manual"
+
+    def unavailable(reason: str) -> DataUnavailableError:
+        return DataUnavailableError(no_data_message(builder.data_dir_root, url, filename, manual_dir, reason))
+
+    if not (manual_dir / filename).exists():
+        try:
+            # TFDS downloads with `requests` too, so this sees the same proxies and certificates.
+            requests.head(url, timeout=DOWNLOAD_CHECK_TIMEOUT_SECONDS, allow_redirects=True).raise_for_status()
+        except requests.RequestException as error:
+            raise unavailable(f"{url}: {describe_download_failure(error)}") from None
+    progress(f"Downloading and preparing {builder.name}/{builder.builder_config.name} in {builder.data_dir_root}")
+    try:
+        # TFDS prints its "Downloading and preparing" banner on stdout, which is reserved for results.
+        with contextlib.redirect_stdout(sys.stderr):
+            builder.download_and_prepare()
+    except Exception as error:  # Whatever went wrong, the ways out are the same.
+        raise unavailable(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__) from None
+
+
+def describe_download_failure(error: requests.RequestException) -> str:
+    if isinstance(error, requests.exceptions.SSLError):
+        # GroupLens let its certificate expire in August 2026; say so plainly if that is the cause.
+        detail = "it has expired" if "expired" in str(error) else "TLS error"
+        return f"the server's certificate was refused ({detail})"
+    if isinstance(error, requests.exceptions.ProxyError):
+        return "could not connect to the proxy (HTTPS_PROXY)"
+    if isinstance(error, requests.exceptions.Timeout):
+        return f"no answer within {DOWNLOAD_CHECK_TIMEOUT_SECONDS} s"
+    if isinstance(error, requests.exceptions.ConnectionError):
+        return "could not connect (is this machine offline?)"
+    if isinstance(error, requests.exceptions.HTTPError):
+        return f"the server answered {error.response.status_code} {error.response.reason}"
+    return str(error)[:200]
+
+
+def no_data_message(data_dir_root, url: str, filename: str, manual_dir, reason: str) -> str:
+    return (
+        f"MovieLens 100k is not in {data_dir_root}, and TensorFlow Datasets could not get it:\n"
+        f"  {reason}\n"
+        "Ways out:\n"
+        f"  - Download {filename} yourself, from\n"
+        f"      {url} or any mirror,\n"
+        "    put it in\n"
+        f"      {manual_dir}/\n"
+        "    and run this again. TFDS checks the file against its registered SHA-256, so a copy from a\n"
+        "    mirror is safe.\n"
+        "  - Or point --data-dir (or the TFDS_DATA_DIR environment variable) at a TensorFlow Datasets\n"
+        "    folder that already holds movielens/100k-ratings and movielens/100k-movies."
+    )
+
+
+def split_like_the_tutorial(data: MovieLens) -> tuple[np.ndarray, np.ndarray]:
+    """Returns the rows of the tutorial's held-out split: (training rows, test rows).
+
+    The tutorial shuffles the ratings once with fixed seeds and takes the first 80,000 for training and
+    the next 20,000 for testing. Shuffling the row numbers the same way gives the same split, because a
+    seeded shuffle's order depends only on the seeds, the buffer and the number of elements.
+    """
+    tf.random.set_seed(SPLIT_SEED)
+    rows = tf.data.Dataset.range(len(data.user_ids))
+    shuffled = rows.shuffle(100_000, seed=SPLIT_SEED, reshuffle_each_iteration=False)
+    order = shuffled.batch(len(data.user_ids)).get_single_element().numpy()
+    return order[:TRAIN_SIZE], order[TRAIN_SIZE : TRAIN_SIZE + TEST_SIZE]
+
+
+# 2. Vocabularies --------------------------------------------------------------------------------------
+
+
+def build_vocabularies(data: MovieLens) -> tuple[tf.keras.layers.StringLookup, tf.keras.layers.StringLookup]:
+    """Maps each user id and movie title to a row of its embedding table."""
+    # The tutorial calls `adapt()`, which counts tokens with TensorFlow ops; fed one example at a time
+    # that takes about a minute. Counting with numpy takes milliseconds and gives the same vocabulary:
+    # most frequent first, ties broken by the token in descending order, exactly as `adapt()` orders it.
+    def by_frequency(tokens: np.ndarray) -> np.ndarray:
+        distinct, counts = np.unique(tokens, return_counts=True)
+        return distinct[np.lexsort((distinct, counts))[::-1]]
+
+    # `mask_token=None` leaves one extra row, index 0, for ids the vocabulary has never seen (the
+    # out-of-vocabulary row): an unknown user then gets an untrained embedding instead of an error.
+    user_ids_vocabulary = tf.keras.layers.StringLookup(mask_token=None, vocabulary=by_frequency(data.user_ids))
+    movie_titles_vocabulary = tf.keras.layers.StringLookup(
+        mask_token=None, vocabulary=by_frequency(data.movies_titles)
+    )
+    return user_ids_vocabulary, movie_titles_vocabulary
+
+
+# 3. Model ---------------------------------------------------------------------------------------------
+
+
+class MovieLensModel(tfrs.Model):
+    """Two towers and a retrieval task: the loss rewards a user's vector for pointing at their movies."""
+
+    def __init__(self, user_model: tf.keras.Model, movie_model: tf.keras.Model, task: tfrs.tasks.Retrieval):
+        super().__init__()
+        self.user_model = user_model
+        self.movie_model = movie_model
+        self.task = task
+
+    def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        user_embeddings = self.user_model(features["user_id"])
+        movie_embeddings = self.movie_model(features["movie_title"])
+        return self.task(
+            user_embeddings,
+            movie_embeddings,
+            # Present only when the recipe asks for them (see training_features).
+            candidate_sampling_probability=features.get("sampling_probability"),
+            candidate_ids=features.get("movie_id"),
+            # Top-k metrics score every rating against all 1,664 movies. During training that is wasted
+            # work (it was half of the tutorial's training time), so compute them only when evaluating.
+            compute_metrics=not training,
+        )
+
+
+class InBatchSoftmaxLoss(tf.keras.losses.Loss):
+    """The cross-entropy Retrieval computes by default, without building a one-hot label matrix.
+
+    Retrieval scores each user in a batch against every movie in it; user i's positive is movie i, so
+    the labels it passes are the identity matrix. Its default loss multiplies that 4096 x 4096 matrix
+    through a separate softmax; giving the positives' positions to the fused sparse cross-entropy
+    computes the same loss and gradient in a third less time.
+    """
+
+    def __init__(self):
+        # Summed over the batch, like Retrieval's default loss.
+        super().__init__(reduction=tf.keras.losses.Reduction.SUM)
+
+    def call(self, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+        positives = tf.range(tf.shape(logits)[0])
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=positives, logits=logits)
+
+
+def build_model(
+    user_ids_vocabulary: tf.keras.layers.StringLookup,
+    movie_titles_vocabulary: tf.keras.layers.StringLookup,
+    catalogue: np.ndarray,
+    recipe: Recipe,
+) -> MovieLensModel:
+    """Builds the user and movie towers (lookup, then embedding) and joins them with a retrieval task."""
+    regularizer = tf.keras.regularizers.l2(recipe.embedding_l2) if recipe.embedding_l2 else None
+
+    def tower(vocabulary: tf.keras.layers.StringLookup) -> tf.keras.Model:
+        # The explicit string Input fixes the tower's input type up front; without it tf-keras 2.21 guesses
+        # wrongly when the tower is first called inside `dataset.map` ("Cast string to int64").
+        return tf.keras.Sequential(
+            [
+                tf.keras.Input(shape=(), dtype=tf.string),
+                vocabulary,
+                tf.keras.layers.Embedding(
+                    vocabulary.vocabulary_size(), recipe.embedding_dim, embeddings_regularizer=regularizer
+                ),
+            ]
+        )
+
+    user_model = tower(user_ids_vocabulary)
+    movie_model = tower(movie_titles_vocabulary)
+    return MovieLensModel(user_model, movie_model, retrieval_task(movie_model, catalogue, recipe))
+
+
+def retrieval_task(movie_model: tf.keras.Model, catalogue: np.ndarray, recipe: Recipe) -> tfrs.tasks.Retrieval:
+    # The metric ranks each rating's user against the whole catalogue. It is given a dataset mapped
+    # through the movie tower, so it sees the tower's current embeddings whenever it is computed; one
+    # batch holds the whole catalogue, so each evaluation step scores it with one matrix product.
+    catalogue_embeddings = tf.data.Dataset.from_tensor_slices(catalogue).batch(2048).map(movie_model)
+    return tfrs.tasks.Retrieval(
+        loss=InBatchSoftmaxLoss(),
+        metrics=tfrs.metrics.FactorizedTopK(candidates=catalogue_embeddings, ks=TOP_KS),
+        remove_accidental_hits=recipe.remove_accidental_hits,
+    )
+
+
+# 4. Train ---------------------------------------------------------------------------------------------
+
+
+def training_features(user_ids: np.ndarray, movie_titles: np.ndarray, recipe: Recipe) -> dict[str, np.ndarray]:
+    """The columns the model trains on: who rated which title, plus what the recipe's levers need."""
+    features = {"user_id": user_ids, "movie_title": movie_titles}
+    if recipe.sampling_correction or recipe.remove_accidental_hits:
+        titles, movie_ids, counts = np.unique(movie_titles, return_inverse=True, return_counts=True)
+        if recipe.sampling_correction:
+            # How likely this rating's movie is to be drawn as somebody's in-batch negative: its share of
+            # the training ratings.
+            features["sampling_probability"] = (counts / len(movie_titles))[movie_ids].astype(np.float32)
+        if recipe.remove_accidental_hits:
+            features["movie_id"] = movie_ids
+    return features
+
+
+class EpochProgress(tf.keras.callbacks.Callback):
+    """Reports each epoch's mean loss per rating on stderr, so stdout stays clean for the results."""
+
+    def __init__(self, num_examples: int):
+        super().__init__()
+        self.num_examples = num_examples
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started_at = time.perf_counter()
+        self.loss_sum = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.loss_sum += float(logs["loss"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        mean_loss = self.loss_sum / self.num_examples
+        elapsed = time.perf_counter() - self.started_at
+        progress(f"  epoch {epoch + 1}/{self.params['epochs']}: loss {mean_loss:.3f} per rating ({elapsed:.1f}s)")
+
+
+def train(model: MovieLensModel, features: dict[str, np.ndarray], recipe: Recipe, seed: int) -> None:
+    """Fits both towers with Adagrad on in-batch softmax."""
+    num_examples = len(features["user_id"])
+    progress(
+        f"Training on {num_examples:,} ratings: {recipe.epochs} epochs, batches of {recipe.batch_size:,}, "
+        f"Adagrad {recipe.learning_rate:g}"
+    )
+    ratings = tf.data.Dataset.from_tensor_slices(features)
+    if recipe.shuffle_each_epoch:
+        ratings = ratings.shuffle(num_examples, seed=seed, reshuffle_each_iteration=True)
+    model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=recipe.learning_rate))
+    model.fit(
+        ratings.batch(recipe.batch_size).prefetch(tf.data.AUTOTUNE),
+        epochs=recipe.epochs,
+        verbose=0,
+        callbacks=[EpochProgress(num_examples)],
+    )
+
+
+# 5. Index ---------------------------------------------------------------------------------------------
+
+
+class Recommender(tf.Module):
+    """A BruteForce index over every movie, plus who rated what so it can leave rated movies out.
+
+    This is what the command line queries after training, and what --save-dir writes as a SavedModel.
+    A saved BruteForce answers only the k it was traced with (tensorflow/recommenders#298), so this one
+    ranks the whole catalogue once and cuts it to any k afterwards.
+    """
+
+    def __init__(self, index: tfrs.layers.factorized_top_k.BruteForce, rated_pairs: np.ndarray, catalogue_size: int):
+        super().__init__()
+        self.index = index
+        self.catalogue_size = catalogue_size
+        # "user<TAB>title" for every rating: one hash lookup answers "has this user rated this title?".
+        self.rated = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(rated_pairs, tf.ones(len(rated_pairs), tf.int64)), default_value=0
+        )
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="user_ids"),
+            tf.TensorSpec([], tf.int32, name="k"),
+            tf.TensorSpec([], tf.bool, name="include_rated"),
+        ]
+    )
+    def recommend(self, user_ids, k, include_rated):
+        """Returns {"titles", "scores"}: each user's k best-scored movies, best first."""
+        scores, titles = self.index(user_ids, k=self.catalogue_size)
+        pairs = tf.strings.join([tf.broadcast_to(user_ids[:, tf.newaxis], tf.shape(titles)), titles], "\t")
+        excluded = tf.logical_and(self.rated.lookup(pairs) > 0, tf.logical_not(include_rated))
+        # Excluded titles sink to the bottom; top_k keeps the others in the index's order (on equal
+        # scores it keeps the earlier one first), so k can be anything up to the movies left.
+        _, kept = tf.math.top_k(tf.where(excluded, -np.inf, scores), k=k)
+        return {"titles": tf.gather(titles, kept, batch_dims=1), "scores": tf.gather(scores, kept, batch_dims=1)}
+
+
+def build_index(model: MovieLensModel, data: MovieLens) -> Recommender:
+    """Embeds every movie once and indexes the embeddings for exact (brute-force) top-k search."""
+    catalogue = data.catalogue
+    index = tfrs.layers.factorized_top_k.BruteForce(model.user_model)
+    # The catalogue is sorted by title, and top-k keeps the earlier of two equal scores, so ties always
+    # resolve alphabetically.
+    index.index(candidates=model.movie_model(catalogue), identifiers=tf.constant(catalogue))
+    return Recommender(index, rated_pairs(data), len(catalogue))
+
+
+def rated_pairs(data: MovieLens) -> np.ndarray:
+    """Every distinct (user, title) rating as b"user<TAB>title", sorted."""
+    return np.unique([user + b"\t" + title for user, title in zip(data.user_ids, data.movie_titles)])
+
+
+# 6. Recommend -----------------------------------------------------------------------------------------
+
+
+def recommend(recommender: Recommender, user_id: str, k: int, include_rated: bool) -> list[dict]:
+    """Asks for one user's top k, from a Recommender just trained or one loaded from disk."""
+    result = recommender.recommend(
+        user_ids=tf.constant([user_id]), k=tf.constant(k, tf.int32), include_rated=tf.constant(include_rated)
+    )
+    titles = result["titles"][0].numpy()
+    scores = result["scores"][0].numpy()
+    return [
+        {"rank": rank, "title": title.decode("utf-8"), "score": round(float(score), 4)}
+        for rank, (title, score) in enumerate(zip(titles, scores), start=1)
+    ]
+
+
+# Evaluation -------------------------------------------------------------------------------------------
+
+
+def evaluate(data: MovieLens, recipe: Recipe, seed: int) -> dict:
+    """Trains on the tutorial's 80% split and compares the model with "most popular" on the other 20%."""
+    train_rows, test_rows = split_like_the_tutorial(data)
+    tf.keras.utils.set_random_seed(seed)
+    user_ids_vocabulary, movie_titles_vocabulary = build_vocabularies(data)
+    catalogue = data.catalogue
+    two_tower = build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue, recipe)
+    train(two_tower, training_features(data.user_ids[train_rows], data.movie_titles[train_rows], recipe), recipe, seed)
+    most_popular = build_most_popular_model(movie_titles_vocabulary, data.movie_titles[train_rows], catalogue)
+    progress(f"Evaluating on {len(test_rows):,} held-out ratings")
+    return {
+        "split": {"train": len(train_rows), "test": len(test_rows)},
+        "two_tower": held_out_metrics(two_tower, data, train_rows, test_rows),
+        "most_popular": held_out_metrics(most_popular, data, train_rows, test_rows),
+    }
+
+
+def build_most_popular_model(
+    movie_titles_vocabulary: tf.keras.layers.StringLookup, train_titles: np.ndarray, catalogue: np.ndarray
+) -> MovieLensModel:
+    """"Recommend the most rated movies" written as a two-tower model, so it is evaluated by the same code.
+
+    Every user is the vector [1] and every movie the vector [its number of training ratings], so a
+    user's score for a movie is that movie's popularity.
+    """
+    vocabulary_size = movie_titles_vocabulary.vocabulary_size()
+    rows = movie_titles_vocabulary(train_titles).numpy()
+    rating_counts = np.bincount(rows, minlength=vocabulary_size).astype(np.float32)[:, np.newaxis]
+    everyone_alike = tf.keras.Sequential(
+        [
+            tf.keras.Input(shape=(), dtype=tf.string),
+            tf.keras.layers.Lambda(lambda user_ids: tf.ones([tf.shape(user_ids)[0], 1])),
+        ]
+    )
+    movie_popularity = tf.keras.Sequential(
+        [
+            tf.keras.Input(shape=(), dtype=tf.string),
+            movie_titles_vocabulary,
+            tf.keras.layers.Embedding(
+                vocabulary_size, 1, embeddings_initializer=tf.keras.initializers.Constant(rating_counts)
+            ),
+        ]
+    )
+    return MovieLensModel(everyone_alike, movie_popularity, retrieval_task(movie_popularity, catalogue, TUTORIAL))
+
+
+def held_out_metrics(model: MovieLensModel, data: MovieLens, train_rows: np.ndarray, test_rows: np.ndarray) -> dict:
+    """Top-k accuracy as TFRS computes it, then Recall@10 and NDCG@10 with training movies left out."""
+    test = tf.data.Dataset.from_tensor_slices(
+        {"user_id": data.user_ids[test_rows], "movie_title": data.movie_titles[test_rows]}
+    )
+    # `compile` only because Keras requires it before `evaluate`; nothing is trained here.
+    model.compile(optimizer=tf.keras.optimizers.Adagrad())
+    results = model.evaluate(test.batch(4096), return_dict=True, verbose=0)
+    metrics = {f"top_{k}": results[f"factorized_top_k/top_{k}_categorical_accuracy"] for k in TOP_KS}
+
+    users = np.unique(data.user_ids)
+    catalogue = data.catalogue
+    # One matrix product scores every movie for every user.
+    scores = (model.user_model(users) @ tf.transpose(model.movie_model(catalogue))).numpy()
+    recall, ndcg = ranking_metrics(
+        scores,
+        seen=rating_matrix(users, catalogue, data.user_ids[train_rows], data.movie_titles[train_rows]),
+        relevant=rating_matrix(users, catalogue, data.user_ids[test_rows], data.movie_titles[test_rows]),
+        cutoff=RANKING_CUTOFF,
+    )
+    metrics[f"recall_at_{RANKING_CUTOFF}"] = recall
+    metrics[f"ndcg_at_{RANKING_CUTOFF}"] = ndcg
+    return {name: round(float(value), 4) for name, value in metrics.items()}
+
+
+def rating_matrix(users: np.ndarray, catalogue: np.ndarray, user_ids: np.ndarray, titles: np.ndarray) -> np.ndarray:
+    """A users x catalogue boolean matrix: True where the user rated the title. Both axes are sorted."""
+    matrix = np.zeros((len(users), len(catalogue)), dtype=bool)
+    matrix[np.searchsorted(users, user_ids), np.searchsorted(catalogue, titles)] = True
+    return matrix
+
+
+def ranking_metrics(scores: np.ndarray, seen: np.ndarray, relevant: np.ndarray, cutoff: int) -> tuple[float, float]:
+    """Mean Recall@cutoff and NDCG@cutoff over the users with something relevant to find.
+
+    scores, seen and relevant are users x movies. Movies a user has seen in training are left out of
+    their ranking, and a movie counts as relevant only if it was not seen. On equal scores the movie
+    with the lower column comes first.
+    """
+    relevant = relevant & ~seen
+    ranked = np.argsort(np.where(seen, np.inf, -scores), axis=1, kind="stable")[:, :cutoff]
+    hits = np.take_along_axis(relevant, ranked, axis=1)
+    num_relevant = relevant.sum(axis=1)
+    users = num_relevant > 0
+    if not users.any():
+        return math.nan, math.nan
+    discounts = 1.0 / np.log2(np.arange(2, cutoff + 2))  # rank 1 has gain 1/log2(2) = 1
+    dcg = (hits * discounts).sum(axis=1)
+    ideal_dcg = np.cumsum(discounts)[np.minimum(num_relevant, cutoff) - 1]
+    recall = hits.sum(axis=1)[users] / num_relevant[users]
+    ndcg = dcg[users] / ideal_dcg[users]
+    return float(recall.mean()), float(ndcg.mean())
+
+
+# Save and load ----------------------------------------------------------------------------------------
+
+
+def is_saved_recommender(directory: str) -> bool:
+    try:
+        with open(os.path.join(directory, SAVED_RECOMMENDER_FILE)) as file:
+            return json.load(file).get("format") == SAVED_RECOMMENDER_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_save_dir(directory: str) -> None:
+    """Refuses, before any training, a target that holds something other than a saved recommender."""
+    if os.path.isdir(directory) and os.listdir(directory) and not is_saved_recommender(directory):
+        raise UsageError(f"--save-dir {directory} holds files that are not a saved recommender; not touching it")
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise UsageError(f"--save-dir {directory} is a file, not a folder")
+
+
+def save_recommender(recommender: Recommender, details: dict, directory: str) -> None:
+    """Writes a SavedModel plus recommender.json, all or nothing.
+
+    Everything goes to a temporary folder beside the target first and is renamed into place only when
+    complete, so an interrupted save leaves the previous model (or nothing) behind, never half of one.
+    """
+    directory = os.path.abspath(directory)
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.saving-", dir=parent)
+    try:
+        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it private; a model folder needn't be
+        tf.saved_model.save(
+            recommender, staging, signatures={"serving_default": recommender.recommend.get_concrete_function()}
+        )
+        with open(os.path.join(staging, SAVED_RECOMMENDER_FILE), "w") as file:
+            json.dump({"format": SAVED_RECOMMENDER_FORMAT, **details}, file, indent=1)
+        replaced = None
+        if os.path.exists(directory):
+            replaced = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.replaced-", dir=parent)
+            os.rename(directory, os.path.join(replaced, "old"))
+        os.rename(staging, directory)
+        if replaced:
+            shutil.rmtree(replaced)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def load_recommender(directory: str):
+    """Returns (the loaded SavedModel, its recommender.json), or a UsageError saying what is wrong."""
+    if not os.path.isdir(directory):
+        raise UsageError(f"--load-dir {directory} does not exist")
+    if not os.listdir(directory):
+        raise UsageError(f"--load-dir {directory} is empty: save a recommender there first with --save-dir")
+    if not is_saved_recommender(directory):
+        raise UsageError(f"--load-dir {directory} does not hold a recommender saved by this script")
+    with open(os.path.join(directory, SAVED_RECOMMENDER_FILE)) as file:
+        details = json.load(file)
+    try:
+        saved = tf.saved_model.load(directory)
+    except Exception as error:  # A damaged or partial copy: say so rather than show TensorFlow's trace.
+        raise UsageError(f"--load-dir {directory} could not be loaded: {str(error).splitlines()[0]}") from None
+    return saved, details
+
+
+# Command line -----------------------------------------------------------------------------------------
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line instead of argparse's usage block: the message is what the user needs to read.
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        prog="recommend.py",
+        description="Train the TensorFlow Recommenders two-tower model on MovieLens 100k and recommend movies.",
+        allow_abbrev=False,
+    )
+    task = parser.add_mutually_exclusive_group(required=True)
+    task.add_argument("--user", help="the MovieLens user id to recommend for, e.g. 42")
+    task.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="train on the tutorial's 80%% split and compare with recommending the most popular movies",
+    )
+    parser.add_argument("--k", type=positive_int, default=10, help="how many movies to recommend (default: %(default)s)")
+    parser.add_argument(
+        "--include-rated",
+        action="store_true",
+        help="also recommend movies the user has already rated (default: leave them out)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    training = parser.add_argument_group("training (ignored with --load-dir, which reuses a trained model)")
+    training.add_argument(
+        "--tuned", action="store_true", help="train with the tuned recipe instead of the tutorial's (see README)"
+    )
+    for flag, kind, name, meaning in [
+        ("--epochs", positive_int, "epochs", "passes over the ratings"),
+        ("--embedding-dim", positive_int, "embedding_dim", "numbers per user and per movie embedding"),
+        ("--learning-rate", positive_float, "learning_rate", "Adagrad learning rate"),
+        ("--batch-size", positive_int, "batch_size", "ratings per training step"),
+    ]:
+        tutorial, tuned = getattr(TUTORIAL, name), getattr(TUNED, name)
+        default = f"{tutorial:g}" + (f"; {tuned:g} with --tuned" if tuned != tutorial else "")
+        training.add_argument(flag, type=kind, help=f"{meaning} (default: {default})")
+    training.add_argument("--seed", type=int, default=42, help="seeds every random choice (default: %(default)s)")
+    parser.add_argument(
+        "--data-dir",
+        help="TensorFlow Datasets folder holding (or to receive) MovieLens (default: TFDS_DATA_DIR, else ~/tensorflow_datasets)",
+    )
+    saving = parser.add_mutually_exclusive_group()
+    saving.add_argument("--save-dir", help="after training, save the recommender here as a SavedModel")
+    saving.add_argument("--load-dir", help="answer from a recommender saved with --save-dir: no data, no training")
+    parser.add_argument("--timings", action="store_true", help="print how long each phase took, on stderr")
+    return parser
+
+
+def recipe_from(args: argparse.Namespace) -> Recipe:
+    """The tutorial's or the tuned recipe, with whatever the command line set explicitly."""
+    base = TUNED if args.tuned else TUTORIAL
+    overrides = {
+        name: getattr(args, name)
+        for name in ("epochs", "embedding_dim", "learning_rate", "batch_size")
+        if getattr(args, name) is not None
+    }
+    return dataclasses.replace(base, **overrides)
+
+
+def describe_ids(ids) -> str:
+    """'1-943' for a run of numbers; otherwise the first few ids."""
+    ids = sorted({str(i) for i in ids}, key=lambda i: (not i.isdigit(), int(i) if i.isdigit() else 0, i))
+    if ids and all(i.isdigit() for i in ids):
+        numbers = [int(i) for i in ids]
+        runs, start = [], numbers[0]
+        for previous, current in zip(numbers, numbers[1:] + [None]):
+            if current != previous + 1 if current is not None else True:
+                runs.append(f"{start}-{previous}" if previous != start else f"{start}")
+                start = current
+        return ", ".join(runs[:5]) + (", ..." if len(runs) > 5 else "")
+    return ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+
+
+def check_request(user_id: str, k: int, include_rated: bool, rated_counts: dict[str, int], catalogue_size: int) -> None:
+    """Refuses an unknown user or a k larger than what can be recommended to them."""
+    if user_id not in rated_counts:
+        raise UsageError(f"user {user_id!r} is not in the data; user ids are {describe_ids(rated_counts)}")
+    if include_rated and k > catalogue_size:
+        raise UsageError(f"--k {k} is more than the {catalogue_size} movies in the catalogue")
+    unrated = catalogue_size - rated_counts[user_id]
+    if not include_rated and k > unrated:
+        raise UsageError(
+            f"--k {k} is more than the {unrated} movies user {user_id} has not rated "
+            f"(they rated {rated_counts[user_id]} of {catalogue_size}; --include-rated allows up to {catalogue_size})"
+        )
+
+
+class Stopwatch:
+    """Times the phases of a run, for --timings."""
+
+    def __init__(self):
+        self.phases = {"import": IMPORTED_AT - STARTED_AT}
+        self.lap_started_at = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases[phase] = self.phases.get(phase, 0.0) + now - self.lap_started_at
+        self.lap_started_at = now
+
+    def report(self) -> str:
+        parts = [f"{phase} {seconds:.1f}s" for phase, seconds in self.phases.items()]
+        return "timings: " + ", ".join(parts) + f", total {sum(self.phases.values()):.1f}s"
+
+
+def print_recommendations(user_id: str, recommendations: list[dict], include_rated: bool, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"user": user_id, "recommendations": recommendations}, ensure_ascii=False))
+        return
+    which = "" if include_rated else ", leaving out movies they have rated"
+    print(f"Top {len(recommendations)} movies for user {user_id}{which}:")
+    print(f"{'rank':>4}  {'score':>6}  title")
+    for item in recommendations:
+        print(f"{item['rank']:>4}  {item['score']:>6.2f}  {item['title']}")
+
+
+def print_evaluation(results: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(results))
+        return
+    split = results["split"]
+    print(f"Held-out evaluation: trained on {split['train']:,} ratings, tested on {split['test']:,}")
+    print(f"{'metric':<14}{'two_tower':>10}{'most_popular':>14}")
+    for metric in results["two_tower"]:
+        print(f"{metric:<14}{results['two_tower'][metric]:>10.4f}{results['most_popular'][metric]:>14.4f}")
+
+
+def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
+    if args.save_dir:
+        check_save_dir(args.save_dir)
+    recipe = recipe_from(args)
+    progress("Loading MovieLens 100k")
+    data = load_movielens(args.data_dir)
+    rated_counts = rated_titles_per_user(data)
+    catalogue_size = len(data.catalogue)
+    check_request(args.user, args.k, args.include_rated, rated_counts, catalogue_size)
+    stopwatch.lap("load")
+
+    tf.keras.utils.set_random_seed(args.seed)
+    user_ids_vocabulary, movie_titles_vocabulary = build_vocabularies(data)
+    stopwatch.lap("vocabularies")
+
+    model = build_model(user_ids_vocabulary, movie_titles_vocabulary, data.catalogue, recipe)
+    train(model, training_features(data.user_ids, data.movie_titles, recipe), recipe, args.seed)
+    stopwatch.lap("training")
+
+    recommender = build_index(model, data)
+    stopwatch.lap("indexing")
+
+    recommendations = recommend(recommender, args.user, args.k, args.include_rated)
+    stopwatch.lap("query")
+    print_recommendations(args.user, recommendations, args.include_rated, args.json)
+
+    if args.save_dir:
+        details = {
+            "catalogue_size": catalogue_size,
+            "rated_counts": rated_counts,
+            "training": {"recipe": "tuned" if args.tuned else "tutorial", "seed": args.seed, **dataclasses.asdict(recipe)},
+        }
+        save_recommender(recommender, details, args.save_dir)
+        progress(f"Saved the recommender to {args.save_dir}")
+        stopwatch.lap("saving")
+
+
+def rated_titles_per_user(data: MovieLens) -> dict[str, int]:
+    """How many distinct titles each user has rated, by user id."""
+    users, counts = np.unique([pair.split(b"\t")[0] for pair in rated_pairs(data)], return_counts=True)
+    return {user.decode(): int(count) for user, count in zip(users, counts)}
+
+
+def run_load(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
+    ignored = [flag for flag, value in [
+        ("--tuned", args.tuned), ("--epochs", args.epochs), ("--embedding-dim", args.embedding_dim),
+        ("--learning-rate", args.learning_rate), ("--batch-size", args.batch_size),
+        ("--seed", args.seed != 42), ("--data-dir", args.data_dir)] if value]
+    recommender, details = load_recommender(args.load_dir)
+    if ignored:
+        progress(f"note: {', '.join(ignored)} ignored: the recommender in {args.load_dir} is already trained")
+    check_request(args.user, args.k, args.include_rated, details["rated_counts"], details["catalogue_size"])
+    stopwatch.lap("load")
+    recommendations = recommend(recommender, args.user, args.k, args.include_rated)
+    stopwatch.lap("query")
+    print_recommendations(args.user, recommendations, args.include_rated, args.json)
+
+
+def run_evaluate(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
+    if args.load_dir or args.save_dir:
+        raise UsageError("--evaluate trains its own model on the 80% split; it cannot use --load-dir or --save-dir")
+    progress("Loading MovieLens 100k")
+    data = load_movielens(args.data_dir)
+    stopwatch.lap("load")
+    results = evaluate(data, recipe_from(args), args.seed)
+    stopwatch.lap("evaluation")
+    print_evaluation(results, args.json)
+
+
+def quiet_logs() -> None:
+    """Keeps TensorFlow's and TFDS's own logging out of the way: stderr is for this program's progress."""
+    tf.get_logger().setLevel("ERROR")
+    tf.autograph.set_verbosity(0)
+    absl_logging.set_verbosity(absl_logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse exits for --help and for usage errors (already reported)
+        return int(exit_.code or 0)
+    quiet_logs()
+    stopwatch = Stopwatch()
+    try:
+        if args.evaluate:
+            run_evaluate(args, stopwatch)
+        elif args.load_dir:
+            run_load(args, stopwatch)
+        else:
+            run_recommend(args, stopwatch)
+    except UsageError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    except DataUnavailableError as error:
+        print(f"{parser.prog}: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    if args.timings:
+        progress(stopwatch.report())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The command line on the tiny dataset: output formats, and one clear line for every mistake."""
+
+import json
+
+import pytest
+
+import recommend
+from conftest import PLANTED_MOVIE
+
+TINY_TRAINING = ["--epochs", "30", "--embedding-dim", "8", "--batch-size", "64"]
+
+
+def run(capsys, *argv):
+    status = recommend.main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_the_table_lists_the_planted_movie_first(tiny_tfds, capsys):
+    status, out, err = run(capsys, "--user", "1", "--k", "3", "--data-dir", tiny_tfds, *TINY_TRAINING)
+    assert status == 0
+    heading, columns, first, *rest = out.splitlines()
+    assert heading == "Top 3 movies for user 1, leaving out movies they have rated:"
+    assert columns.split() == ["rank", "score", "title"]
+    assert first.split(maxsplit=2)[0] == "1" and first.split(maxsplit=2)[2] == PLANTED_MOVIE
+    assert len(rest) == 2
+    assert "epoch 30/30" in err  # progress goes to stderr, never into the table
+
+
+def test_json_is_one_document_with_ranks_and_descending_scores(tiny_tfds, capsys):
+    status, out, _ = run(capsys, "--user", "1", "--k", "7", "--json", "--data-dir", tiny_tfds, *TINY_TRAINING)
+    assert status == 0
+    document = json.loads(out)
+    assert document["user"] == "1"
+    recommendations = document["recommendations"]
+    assert [item["rank"] for item in recommendations] == list(range(1, 8))
+    scores = [item["score"] for item in recommendations]
+    assert scores == sorted(scores, reverse=True)
+    assert recommendations[0]["title"] == PLANTED_MOVIE
+    assert len({item["title"] for item in recommendations}) == 7  # no title twice
+
+
+def test_timings_name_every_phase(tiny_tfds, capsys):
+    status, _, err = run(capsys, "--user", "1", "--k", "3", "--timings", "--data-dir", tiny_tfds, "--epochs", "1")
+    assert status == 0
+    timings = [line for line in err.splitlines() if line.startswith("timings:")]
+    assert len(timings) == 1
+    for phase in ("import", "load", "vocabularies", "training", "indexing", "query", "total"):
+        assert f" {phase} " in timings[0]
+
+
+def assert_one_line_error(status, out, err, *fragments):
+    assert status == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("recommend.py: error: ")
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--k", "0"], "--k: must be at least 1"),
+        (["--k", "-3"], "--k: must be at least 1"),
+        (["--k", "ten"], "--k: expected a whole number"),
+        (["--epochs", "0"], "--epochs: must be at least 1"),
+        (["--batch-size", "0"], "--batch-size: must be at least 1"),
+        (["--embedding-dim", "-1"], "--embedding-dim: must be at least 1"),
+        (["--embedding-dim", "2.5"], "--embedding-dim: expected a whole number"),
+        (["--learning-rate", "0"], "--learning-rate: must be a positive finite number"),
+        (["--learning-rate", "-0.1"], "--learning-rate: must be a positive finite number"),
+        (["--learning-rate", "nan"], "--learning-rate: must be a positive finite number"),
+        (["--learning-rate", "inf"], "--learning-rate: must be a positive finite number"),
+        (["--learning-rate", "fast"], "--learning-rate: expected a number"),
+        (["--save-dir", "a", "--load-dir", "b"], "not allowed with argument"),
+    ],
+)
+def test_bad_options_are_refused_in_one_line(argv, fragment, capsys):
+    assert_one_line_error(*run(capsys, "--user", "1", *argv), fragment)
+
+
+def test_a_user_or_evaluate_is_required(capsys):
+    assert_one_line_error(*run(capsys), "one of the arguments --user --evaluate is required")
+
+
+@pytest.mark.parametrize("user", ["9999", "abc", "", " 1"])
+def test_an_unknown_user_is_refused_before_training(user, tiny_tfds, capsys):
+    status, out, err = run(capsys, "--user", user, "--data-dir", tiny_tfds)
+    assert_one_line_error(status, out, "\n".join(l for l in err.splitlines() if l != "Loading MovieLens 100k"))
+    assert f"user {user!r} is not in the data; user ids are 1-8" in err
+    assert "Training" not in err
+
+
+def test_k_larger_than_the_unrated_movies_is_refused_before_training(tiny_tfds, capsys):
+    # The catalogue has 11 titles; user 1 rated 4 of them.
+    status, out, err = run(capsys, "--user", "1", "--k", "8", "--data-dir", tiny_tfds)
+    assert status == 2
+    assert "--k 8 is more than the 7 movies user 1 has not rated" in err
+    assert "Training" not in err and "Traceback" not in err
+
+
+def test_k_larger_than_the_catalogue_is_refused_with_include_rated(tiny_tfds, capsys):
+    status, out, err = run(capsys, "--user", "1", "--k", "12", "--include-rated", "--data-dir", tiny_tfds)
+    assert status == 2
+    assert "--k 12 is more than the 11 movies in the catalogue" in err
+
+
+def test_k_can_be_every_unrated_movie(tiny_tfds, capsys):
+    status, out, _ = run(capsys, "--user", "1", "--k", "7", "--json", "--data-dir", tiny_tfds, "--epochs", "1")
+    assert status == 0
+    assert len(json.loads(out)["recommendations"]) == 7
+
+
+def test_help_shows_the_tutorial_defaults(capsys):
+    status, out, _ = run(capsys, "--help")
+    assert status == 0
+    for default in ("(default: 10)", "(default: 3; 5 with --tuned)", "(default: 64)", "(default: 4096)", "(default: 42)"):
+        assert default in out
+
+
+@pytest.mark.parametrize(
+    "ids, expected",
+    [
+        (["3", "1", "2", "10"], "1-3, 10"),
+        (["7"], "7"),
+        ([str(n) for n in range(1, 944)], "1-943"),
+        (["b", "a"], "a, b"),
+    ],
+)
+def test_user_ids_are_described_as_ranges(ids, expected):
+    assert recommend.describe_ids(ids) == expected

@@ -1,0 +1,77 @@
+"""What training learns, on a tiny dataset with planted tastes (see conftest.py)."""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+import recommend
+from conftest import ALPHA, BETA, PLANTED_MOVIE, PLANTED_USER, tiny_movielens
+
+# Enough passes for 39 ratings to shape 8-number embeddings; one batch holds them all.
+TINY_RECIPE = dataclasses.replace(recommend.TUTORIAL, embedding_dim=8, epochs=30, batch_size=64)
+
+
+def train_tiny(recipe=TINY_RECIPE, seed=0):
+    data = tiny_movielens()
+    tf.keras.utils.set_random_seed(seed)
+    user_ids_vocabulary, movie_titles_vocabulary = recommend.build_vocabularies(data)
+    model = recommend.build_model(user_ids_vocabulary, movie_titles_vocabulary, data.catalogue, recipe)
+    recommend.train(model, recommend.training_features(data.user_ids, data.movie_titles, recipe), recipe, seed)
+    return recommend.build_index(model, data)
+
+
+def titles(recommendations):
+    return [item["title"] for item in recommendations]
+
+
+def test_the_planted_movie_comes_first_and_rated_movies_never_appear():
+    recommender = train_tiny()
+    # User 1 has not rated Alpha 5, five Beta movies and Twin: 7 movies in all.
+    recommendations = recommend.recommend(recommender, PLANTED_USER, 7, include_rated=False)
+    assert titles(recommendations)[0] == PLANTED_MOVIE
+    assert set(titles(recommendations)) == {PLANTED_MOVIE, *BETA, "Twin (1999)"}
+    scores = [item["score"] for item in recommendations]
+    assert scores == sorted(scores, reverse=True)
+    assert [item["rank"] for item in recommendations] == list(range(1, 8))
+
+
+def test_a_beta_user_is_recommended_beta_movies_before_alpha_ones():
+    recommender = train_tiny()
+    recommendations = titles(recommend.recommend(recommender, "5", 11, include_rated=True))
+    assert set(recommendations[:5]) == set(BETA)
+    assert set(recommendations[-5:]) <= set(ALPHA) | {"Twin (1999)"}
+
+
+def test_include_rated_ranks_the_whole_catalogue_once_per_title():
+    recommender = train_tiny()
+    recommendations = titles(recommend.recommend(recommender, PLANTED_USER, 11, include_rated=True))
+    # 12 movie ids, 11 distinct titles: the shared title appears once.
+    assert sorted(recommendations) == sorted(set(ALPHA + BETA + ["Twin (1999)"]))
+
+
+def test_the_same_seed_learns_the_same_scores():
+    first = recommend.recommend(train_tiny(seed=3), "2", 5, include_rated=True)
+    second = recommend.recommend(train_tiny(seed=3), "2", 5, include_rated=True)
+    assert first == second
+
+
+def test_vocabularies_match_what_adapt_would_build():
+    data = tiny_movielens()
+    user_ids_vocabulary, movie_titles_vocabulary = recommend.build_vocabularies(data)
+    adapted = tf.keras.layers.StringLookup(mask_token=None)
+    adapted.adapt(data.movies_titles)
+    assert movie_titles_vocabulary.get_vocabulary() == adapted.get_vocabulary()
+    # Row 0 is kept for ids the vocabulary has never seen.
+    assert user_ids_vocabulary.get_vocabulary()[0] == "[UNK]"
+    assert user_ids_vocabulary.vocabulary_size() == 8 + 1
+
+
+def test_sampling_probabilities_are_each_movies_share_of_the_training_ratings():
+    user_ids = np.array([b"1", b"2", b"3", b"1"], dtype=object)
+    movie_titles = np.array([b"Heat", b"Heat", b"Heat", b"Fargo"], dtype=object)
+    recipe = dataclasses.replace(recommend.TUTORIAL, sampling_correction=True)
+    features = recommend.training_features(user_ids, movie_titles, recipe)
+    # Heat is 3 of the 4 ratings, Fargo 1 of 4.
+    np.testing.assert_allclose(features["sampling_probability"], [0.75, 0.75, 0.75, 0.25])
+    assert "sampling_probability" not in recommend.training_features(user_ids, movie_titles, recommend.TUTORIAL)
