@@ -27,6 +27,7 @@ Run it:
 import argparse
 import contextlib
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -158,32 +159,28 @@ class MovieLens:
 
 
 def load_movielens(data_dir: str | None = None) -> MovieLens:
-    """Loads the ratings (who rated which movie) and the movie titles with TensorFlow Datasets."""
-    for name in (RATINGS_DATASET, MOVIES_DATASET):
-        prepare_dataset(tfds.builder(name, data_dir=data_dir))
-    # The model needs only who rated what. Decoding just these two features skips parsing the other ten
-    # (ratings, timestamps, genres, user details) for every example.
-    ratings = tfds.load(
-        RATINGS_DATASET,
-        split="train",
-        data_dir=data_dir,
-        decoders=tfds.decode.PartialDecoding({"user_id": True, "movie_title": True}),
-    )
-    movies = tfds.load(
-        MOVIES_DATASET,
-        split="train",
-        data_dir=data_dir,
-        decoders=tfds.decode.PartialDecoding({"movie_title": True}),
-    )
-    # Everything fits in memory (100k short strings), so read each dataset once, as one batch, and work
-    # with arrays from here on.
-    rating_columns = ratings.batch(len(ratings)).get_single_element()
-    movie_columns = movies.batch(len(movies)).get_single_element()
+    """Reads who rated which movie, and every movie's title, from TensorFlow Datasets."""
+    ratings = read_text_features(RATINGS_DATASET, ("user_id", "movie_title"), data_dir)
+    movies = read_text_features(MOVIES_DATASET, ("movie_title",), data_dir)
     return MovieLens(
-        user_ids=rating_columns["user_id"].numpy(),
-        movie_titles=rating_columns["movie_title"].numpy(),
-        movies_titles=movie_columns["movie_title"].numpy(),
+        user_ids=ratings["user_id"], movie_titles=ratings["movie_title"], movies_titles=movies["movie_title"]
     )
+
+
+def read_text_features(name: str, features: tuple[str, ...], data_dir: str | None) -> dict[str, np.ndarray]:
+    """Reads a few text features of every example of a TFDS dataset, preparing the dataset if needed.
+
+    This gives what `tfds.load(name, split="train")` gives, in the same order, only faster. TFDS parses
+    examples one at a time, which costs about 2.5 s for the 100k ratings on a small machine: a fifth of
+    this whole program. A prepared TFDS dataset is a set of TFRecord files of tf.train.Example protos,
+    so read them whole and parse every example in one batched call instead (0.3 s).
+    """
+    builder = tfds.builder(name, data_dir=data_dir)
+    prepare_dataset(builder)
+    split = builder.info.splits["train"]
+    examples = tf.data.TFRecordDataset(split.filepaths).batch(split.num_examples).get_single_element()
+    parsed = tf.io.parse_example(examples, {feature: tf.io.FixedLenFeature([], tf.string) for feature in features})
+    return {feature: parsed[feature].numpy() for feature in features}
 
 
 def prepare_dataset(builder: tfds.core.DatasetBuilder) -> None:
@@ -362,6 +359,8 @@ def retrieval_task(movie_model: tf.keras.Model, catalogue: np.ndarray, recipe: R
     catalogue_embeddings = tf.data.Dataset.from_tensor_slices(catalogue).batch(2048).map(movie_model)
     return tfrs.tasks.Retrieval(
         loss=InBatchSoftmaxLoss(),
+        # Keras resets metrics every epoch, so this adds up one epoch's loss for the progress line.
+        loss_metrics=[tf.keras.metrics.Sum(name="epoch_loss")],
         metrics=tfrs.metrics.FactorizedTopK(candidates=catalogue_embeddings, ks=TOP_KS),
         remove_accidental_hits=recipe.remove_accidental_hits,
     )
@@ -393,13 +392,9 @@ class EpochProgress(tf.keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started_at = time.perf_counter()
-        self.loss_sum = 0.0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.loss_sum += float(logs["loss"])
 
     def on_epoch_end(self, epoch, logs=None):
-        mean_loss = self.loss_sum / self.num_examples
+        mean_loss = logs["epoch_loss"] / self.num_examples
         elapsed = time.perf_counter() - self.started_at
         progress(f"  epoch {epoch + 1}/{self.params['epochs']}: loss {mean_loss:.3f} per rating ({elapsed:.1f}s)")
 
@@ -928,4 +923,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    # On exit Python garbage-collects every object TensorFlow made, which takes most of a second. The
+    # process is ending anyway, so take them out of the collector's sight.
+    gc.freeze()
+    sys.exit(status)

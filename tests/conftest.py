@@ -3,6 +3,7 @@ MovieLens 100k when TFDS can load it (through TFDS_DATA_DIR)."""
 
 import os
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -15,54 +16,58 @@ import tensorflow_datasets as tfds  # noqa: E402
 
 # Two groups of users with disjoint tastes: users 1-4 watch the Alpha movies, users 5-8 the Beta ones.
 # User 1 has seen every Alpha movie but Alpha 5, so Alpha 5 is the one thing to recommend to them.
-# "Twin (1999)" is the title of two movie ids, as 18 titles are in MovieLens.
+# "Déjà Vu (1997)" is the title of two movie ids, as 18 titles are in MovieLens.
 ALPHA = [f"Alpha {n} (2001)" for n in range(1, 6)]
 BETA = [f"Beta {n} (2002)" for n in range(1, 6)]
-MOVIE_TITLES = ALPHA + BETA + ["Twin (1999)", "Twin (1999)"]
+SHARED_TITLE = "Déjà Vu (1997)"
+MOVIE_TITLES = ALPHA + BETA + [SHARED_TITLE, SHARED_TITLE]
+USERS = [str(user) for user in range(1, 9)]
 PLANTED_USER, PLANTED_MOVIE = "1", "Alpha 5 (2001)"
 
 
 def tiny_ratings() -> list[tuple[str, str]]:
     ratings = []
-    for user in range(1, 9):
-        for title in ALPHA if user <= 4 else BETA:
-            if (str(user), title) != (PLANTED_USER, PLANTED_MOVIE):
-                ratings.append((str(user), title))
-    ratings.append(("8", "Twin (1999)"))
+    for user in USERS:
+        for title in ALPHA if int(user) <= 4 else BETA:
+            if (user, title) != (PLANTED_USER, PLANTED_MOVIE):
+                ratings.append((user, title))
+    ratings.append(("8", SHARED_TITLE))
     return ratings
 
 
 def tiny_movielens() -> "recommend.MovieLens":
     users, titles = zip(*tiny_ratings())
     return recommend.MovieLens(
-        user_ids=np.array([u.encode() for u in users], dtype=object),
-        movie_titles=np.array([t.encode() for t in titles], dtype=object),
-        movies_titles=np.array([t.encode() for t in MOVIE_TITLES], dtype=object),
+        user_ids=np.array([user.encode() for user in users], dtype=object),
+        movie_titles=np.array([title.encode() for title in titles], dtype=object),
+        movies_titles=np.array([title.encode() for title in MOVIE_TITLES], dtype=object),
     )
 
 
-def write_metadata(data_dir) -> None:
-    """Writes MovieLens' metadata (schema only, no ratings) so that TFDS counts it as prepared there."""
-    for name in (recommend.RATINGS_DATASET, recommend.MOVIES_DATASET):
-        builder = tfds.builder(name, data_dir=str(data_dir))
-        os.makedirs(builder.data_dir, exist_ok=True)
-        builder.info.write_to_directory(builder.data_dir)
+def write_raw_movielens(folder) -> None:
+    """Writes the tiny dataset in the format of GroupLens' ml-100k files (invented data, not MovieLens)."""
+    os.makedirs(folder)
+    movie_ids = {}
+    with open(os.path.join(folder, "u.item"), "w", encoding="iso-8859-1") as items:
+        for movie_id, title in enumerate(MOVIE_TITLES, start=1):
+            movie_ids.setdefault(title, movie_id)
+            items.write(f"{movie_id}|{title}|01-Jan-2001||http://example.invalid/|" + "|".join("0" * 19) + "\n")
+    with open(os.path.join(folder, "u.user"), "w") as users:
+        users.writelines(f"{user}|30|F|other|00000\n" for user in USERS)
+    with open(os.path.join(folder, "u.data"), "w") as ratings:
+        ratings.writelines(f"{user}\t{movie_ids[title]}\t5\t880000000\n" for user, title in tiny_ratings())
 
 
-@pytest.fixture
-def tiny_tfds(tmp_path):
-    """A TFDS data dir whose MovieLens is the tiny planted dataset, served by tfds.testing.mock_data."""
-    data_dir = tmp_path / "tfds"
-    write_metadata(data_dir)
-    users, titles = zip(*tiny_ratings())
-
-    def as_dataset(builder, *args, **kwargs):
-        if builder.builder_config.name == "100k-ratings":
-            return tf.data.Dataset.from_tensor_slices({"user_id": list(users), "movie_title": list(titles)})
-        return tf.data.Dataset.from_tensor_slices({"movie_title": MOVIE_TITLES})
-
-    with tfds.testing.mock_data(data_dir=str(data_dir), as_dataset_fn=as_dataset):
-        yield str(data_dir)
+@pytest.fixture(scope="session")
+def tiny_tfds(tmp_path_factory):
+    """A TFDS data dir holding the tiny dataset, prepared offline by TFDS's own MovieLens builder."""
+    root = tmp_path_factory.mktemp("tiny")
+    write_raw_movielens(root / "extracted" / "ml-100k")
+    # The builder would download ml-100k.zip and extract it; hand it the extracted tiny files instead.
+    with mock.patch.object(tfds.download.DownloadManager, "download_and_extract", return_value=str(root / "extracted")):
+        for name in (recommend.RATINGS_DATASET, recommend.MOVIES_DATASET):
+            tfds.builder(name, data_dir=str(root / "tfds")).download_and_prepare()
+    return str(root / "tfds")
 
 
 def real_movielens_reason() -> str | None:

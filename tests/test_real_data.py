@@ -86,6 +86,12 @@ def tutorial_split(real_movielens):
     return ((train["user_id"].numpy(), train["movie_title"].numpy()), (test["user_id"].numpy(), test["movie_title"].numpy()))
 
 
+def test_load_reads_the_same_ratings_as_tfds_load(real_movielens):
+    data = recommend.load_movielens()
+    assert list(data.user_ids) == list(real_movielens["user_id"])
+    assert list(data.movie_titles) == list(real_movielens["movie_title"])
+
+
 def test_the_split_is_the_tutorials(real_movielens):
     (train_users, train_titles), (test_users, test_titles) = tutorial_split(real_movielens)
     data = recommend.load_movielens()
