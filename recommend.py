@@ -91,6 +91,7 @@ SPLIT_SEED = 42
 TRAIN_SIZE = 80_000
 TEST_SIZE = 20_000
 TOP_KS = (1, 5, 10, 50, 100)
+DEFAULT_SEED = 42
 RANKING_CUTOFF = 10
 SAVED_RECOMMENDER_FILE = "recommender.json"
 SAVED_RECOMMENDER_FORMAT = "recommend.py saved recommender"
@@ -115,20 +116,19 @@ class Recipe:
     # movies down. Subtracting log(probability of being sampled) from each score (the "logQ" correction)
     # undoes that bias.
     sampling_correction: bool = False
-    # A popular movie is often in a batch twice; without this its second copy counts as a negative.
-    remove_accidental_hits: bool = False
-    # L2 weight decay on both embedding tables; it keeps rarely seen users and movies near the origin.
+    # L2 weight decay on both embedding tables: it keeps the towers from fitting their training ratings
+    # too closely, which the sampling correction otherwise lets them do within two epochs.
     embedding_l2: float = 0.0
 
 
 TUTORIAL = Recipe()
 # Chosen on a validation split carved from the training data (README.md, "How good is it?").
 TUNED = Recipe(
-    learning_rate=0.1,
-    epochs=5,
+    learning_rate=0.2,
+    epochs=7,
     shuffle_each_epoch=True,
     sampling_correction=True,
-    embedding_l2=1e-5,
+    embedding_l2=0.3,
 )
 
 
@@ -142,17 +142,17 @@ class DataUnavailableError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class MovieLens:
-    """MovieLens 100k as plain arrays: one entry per rating, and the catalogue of distinct titles."""
+    """MovieLens 100k as arrays of UTF-8 bytes, as TFDS stores them."""
 
-    user_ids: np.ndarray  # bytes, one per rating
-    movie_titles: np.ndarray  # bytes, one per rating
-    movies_titles: np.ndarray  # bytes, one per movie id (1,682 ids, some sharing a title)
+    user_ids: np.ndarray  # who gave each rating
+    movie_titles: np.ndarray  # which movie each rating is for
+    movies: np.ndarray  # the title of every movie id, as the movies dataset lists them (1,682 ids)
 
     @property
     def catalogue(self) -> np.ndarray:
         # 18 titles belong to two movie ids each. The towers know movies by title, so both ids share one
         # embedding: recommending each distinct title once keeps the list free of repeats.
-        return np.unique(self.movies_titles)
+        return np.unique(self.movies)
 
 
 # 1. Load ----------------------------------------------------------------------------------------------
@@ -163,7 +163,7 @@ def load_movielens(data_dir: str | None = None) -> MovieLens:
     ratings = read_text_features(RATINGS_DATASET, ("user_id", "movie_title"), data_dir)
     movies = read_text_features(MOVIES_DATASET, ("movie_title",), data_dir)
     return MovieLens(
-        user_ids=ratings["user_id"], movie_titles=ratings["movie_title"], movies_titles=movies["movie_title"]
+        user_ids=ratings["user_id"], movie_titles=ratings["movie_title"], movies=movies["movie_title"]
     )
 
 
@@ -245,20 +245,6 @@ def no_data_message(data_dir_root, url: str, filename: str, manual_dir, reason: 
     )
 
 
-def split_like_the_tutorial(data: MovieLens) -> tuple[np.ndarray, np.ndarray]:
-    """Returns the rows of the tutorial's held-out split: (training rows, test rows).
-
-    The tutorial shuffles the ratings once with fixed seeds and takes the first 80,000 for training and
-    the next 20,000 for testing. Shuffling the row numbers the same way gives the same split, because a
-    seeded shuffle's order depends only on the seeds, the buffer and the number of elements.
-    """
-    tf.random.set_seed(SPLIT_SEED)
-    rows = tf.data.Dataset.range(len(data.user_ids))
-    shuffled = rows.shuffle(100_000, seed=SPLIT_SEED, reshuffle_each_iteration=False)
-    order = shuffled.batch(len(data.user_ids)).get_single_element().numpy()
-    return order[:TRAIN_SIZE], order[TRAIN_SIZE : TRAIN_SIZE + TEST_SIZE]
-
-
 # 2. Vocabularies --------------------------------------------------------------------------------------
 
 
@@ -275,7 +261,7 @@ def build_vocabularies(data: MovieLens) -> tuple[tf.keras.layers.StringLookup, t
     # out-of-vocabulary row): an unknown user then gets an untrained embedding instead of an error.
     user_ids_vocabulary = tf.keras.layers.StringLookup(mask_token=None, vocabulary=by_frequency(data.user_ids))
     movie_titles_vocabulary = tf.keras.layers.StringLookup(
-        mask_token=None, vocabulary=by_frequency(data.movies_titles)
+        mask_token=None, vocabulary=by_frequency(data.movies)
     )
     return user_ids_vocabulary, movie_titles_vocabulary
 
@@ -298,9 +284,8 @@ class MovieLensModel(tfrs.Model):
         return self.task(
             user_embeddings,
             movie_embeddings,
-            # Present only when the recipe asks for them (see training_features).
+            # Present only when the recipe asks for the correction (see training_features).
             candidate_sampling_probability=features.get("sampling_probability"),
-            candidate_ids=features.get("movie_id"),
             # Top-k metrics score every rating against all 1,664 movies. During training that is wasted
             # work (it was half of the tutorial's training time), so compute them only when evaluating.
             compute_metrics=not training,
@@ -362,7 +347,6 @@ def retrieval_task(movie_model: tf.keras.Model, catalogue: np.ndarray, recipe: R
         # Keras resets metrics every epoch, so this adds up one epoch's loss for the progress line.
         loss_metrics=[tf.keras.metrics.Sum(name="epoch_loss")],
         metrics=tfrs.metrics.FactorizedTopK(candidates=catalogue_embeddings, ks=TOP_KS),
-        remove_accidental_hits=recipe.remove_accidental_hits,
     )
 
 
@@ -370,16 +354,12 @@ def retrieval_task(movie_model: tf.keras.Model, catalogue: np.ndarray, recipe: R
 
 
 def training_features(user_ids: np.ndarray, movie_titles: np.ndarray, recipe: Recipe) -> dict[str, np.ndarray]:
-    """The columns the model trains on: who rated which title, plus what the recipe's levers need."""
+    """The columns the model trains on: who rated which title, and, for the logQ correction, how likely
+    each rating's movie is to be drawn as somebody's in-batch negative: its share of the training ratings."""
     features = {"user_id": user_ids, "movie_title": movie_titles}
-    if recipe.sampling_correction or recipe.remove_accidental_hits:
-        titles, movie_ids, counts = np.unique(movie_titles, return_inverse=True, return_counts=True)
-        if recipe.sampling_correction:
-            # How likely this rating's movie is to be drawn as somebody's in-batch negative: its share of
-            # the training ratings.
-            features["sampling_probability"] = (counts / len(movie_titles))[movie_ids].astype(np.float32)
-        if recipe.remove_accidental_hits:
-            features["movie_id"] = movie_ids
+    if recipe.sampling_correction:
+        _, movie_rows, counts = np.unique(movie_titles, return_inverse=True, return_counts=True)
+        features["sampling_probability"] = (counts / len(movie_titles))[movie_rows].astype(np.float32)
     return features
 
 
@@ -505,6 +485,20 @@ def evaluate(data: MovieLens, recipe: Recipe, seed: int) -> dict:
         "two_tower": held_out_metrics(two_tower, data, train_rows, test_rows),
         "most_popular": held_out_metrics(most_popular, data, train_rows, test_rows),
     }
+
+
+def split_like_the_tutorial(data: MovieLens) -> tuple[np.ndarray, np.ndarray]:
+    """Returns the rows of the tutorial's held-out split: (training rows, test rows).
+
+    The tutorial shuffles the ratings once with fixed seeds and takes the first 80,000 for training and
+    the next 20,000 for testing. Shuffling the row numbers the same way gives the same split, because a
+    seeded shuffle's order depends only on the seeds, the buffer and the number of elements.
+    """
+    tf.random.set_seed(SPLIT_SEED)
+    rows = tf.data.Dataset.range(len(data.user_ids))
+    shuffled = rows.shuffle(100_000, seed=SPLIT_SEED, reshuffle_each_iteration=False)
+    order = shuffled.batch(len(data.user_ids)).get_single_element().numpy()
+    return order[:TRAIN_SIZE], order[TRAIN_SIZE : TRAIN_SIZE + TEST_SIZE]
 
 
 def build_most_popular_model(
@@ -701,13 +695,13 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     task = parser.add_mutually_exclusive_group(required=True)
-    task.add_argument("--user", help="the MovieLens user id to recommend for, e.g. 42")
+    task.add_argument("--user", metavar="ID", help="the MovieLens user id to recommend for, e.g. 42")
     task.add_argument(
         "--evaluate",
         action="store_true",
         help="train on the tutorial's 80%% split and compare with recommending the most popular movies",
     )
-    parser.add_argument("--k", type=positive_int, default=10, help="how many movies to recommend (default: %(default)s)")
+    parser.add_argument("--k", type=positive_int, default=10, metavar="N", help="how many movies to recommend (default: %(default)s)")
     parser.add_argument(
         "--include-rated",
         action="store_true",
@@ -718,23 +712,24 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument(
         "--tuned", action="store_true", help="train with the tuned recipe instead of the tutorial's (see README)"
     )
-    for flag, kind, name, meaning in [
-        ("--epochs", positive_int, "epochs", "passes over the ratings"),
-        ("--embedding-dim", positive_int, "embedding_dim", "numbers per user and per movie embedding"),
-        ("--learning-rate", positive_float, "learning_rate", "Adagrad learning rate"),
-        ("--batch-size", positive_int, "batch_size", "ratings per training step"),
+    for flag, kind, name, metavar, meaning in [
+        ("--epochs", positive_int, "epochs", "N", "passes over the ratings"),
+        ("--embedding-dim", positive_int, "embedding_dim", "N", "numbers per user and per movie embedding"),
+        ("--learning-rate", positive_float, "learning_rate", "RATE", "Adagrad learning rate"),
+        ("--batch-size", positive_int, "batch_size", "N", "ratings per training step"),
     ]:
         tutorial, tuned = getattr(TUTORIAL, name), getattr(TUNED, name)
         default = f"{tutorial:g}" + (f"; {tuned:g} with --tuned" if tuned != tutorial else "")
-        training.add_argument(flag, type=kind, help=f"{meaning} (default: {default})")
-    training.add_argument("--seed", type=int, default=42, help="seeds every random choice (default: %(default)s)")
+        training.add_argument(flag, type=kind, metavar=metavar, help=f"{meaning} (default: {default})")
+    training.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="N", help="seeds every random choice (default: %(default)s)")
     parser.add_argument(
         "--data-dir",
+        metavar="DIR",
         help="TensorFlow Datasets folder holding (or to receive) MovieLens (default: TFDS_DATA_DIR, else ~/tensorflow_datasets)",
     )
     saving = parser.add_mutually_exclusive_group()
-    saving.add_argument("--save-dir", help="after training, save the recommender here as a SavedModel")
-    saving.add_argument("--load-dir", help="answer from a recommender saved with --save-dir: no data, no training")
+    saving.add_argument("--save-dir", metavar="DIR", help="after training, save the recommender here as a SavedModel")
+    saving.add_argument("--load-dir", metavar="DIR", help="answer from a recommender saved with --save-dir: no data, no training")
     parser.add_argument("--timings", action="store_true", help="print how long each phase took, on stderr")
     return parser
 
@@ -751,17 +746,19 @@ def recipe_from(args: argparse.Namespace) -> Recipe:
 
 
 def describe_ids(ids) -> str:
-    """'1-943' for a run of numbers; otherwise the first few ids."""
-    ids = sorted({str(i) for i in ids}, key=lambda i: (not i.isdigit(), int(i) if i.isdigit() else 0, i))
-    if ids and all(i.isdigit() for i in ids):
-        numbers = [int(i) for i in ids]
-        runs, start = [], numbers[0]
-        for previous, current in zip(numbers, numbers[1:] + [None]):
-            if current != previous + 1 if current is not None else True:
-                runs.append(f"{start}-{previous}" if previous != start else f"{start}")
-                start = current
-        return ", ".join(runs[:5]) + (", ..." if len(runs) > 5 else "")
-    return ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+    """Sums up ids for an error message: "1-943" for a run of numbers, otherwise the first few."""
+    ids = [str(user_id) for user_id in ids]
+    if all(user_id.isdigit() for user_id in ids):
+        runs = []  # [first, last] of each run of consecutive numbers
+        for number in sorted(int(user_id) for user_id in ids):
+            if runs and number == runs[-1][1] + 1:
+                runs[-1][1] = number
+            else:
+                runs.append([number, number])
+        parts = [f"{first}-{last}" if first != last else f"{first}" for first, last in runs]
+    else:
+        parts = sorted(ids)
+    return ", ".join(parts[:5]) + (", ..." if len(parts) > 5 else "")
 
 
 def check_request(user_id: str, k: int, include_rated: bool, rated_counts: dict[str, int], catalogue_size: int) -> None:
@@ -864,7 +861,7 @@ def run_load(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
     ignored = [flag for flag, value in [
         ("--tuned", args.tuned), ("--epochs", args.epochs), ("--embedding-dim", args.embedding_dim),
         ("--learning-rate", args.learning_rate), ("--batch-size", args.batch_size),
-        ("--seed", args.seed != 42), ("--data-dir", args.data_dir)] if value]
+        ("--seed", args.seed != DEFAULT_SEED), ("--data-dir", args.data_dir)] if value]
     recommender, details = load_recommender(args.load_dir)
     if ignored:
         progress(f"note: {', '.join(ignored)} ignored: the recommender in {args.load_dir} is already trained")

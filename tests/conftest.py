@@ -40,7 +40,7 @@ def tiny_movielens() -> "recommend.MovieLens":
     return recommend.MovieLens(
         user_ids=np.array([user.encode() for user in users], dtype=object),
         movie_titles=np.array([title.encode() for title in titles], dtype=object),
-        movies_titles=np.array([title.encode() for title in MOVIE_TITLES], dtype=object),
+        movies=np.array([title.encode() for title in MOVIE_TITLES], dtype=object),
     )
 
 

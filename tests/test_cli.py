@@ -40,6 +40,14 @@ def test_json_is_one_document_with_ranks_and_descending_scores(tiny_tfds, capsys
     assert len({item["title"] for item in recommendations}) == 7  # no title twice
 
 
+def test_tuned_training_recommends_too(tiny_tfds, capsys):
+    status, out, err = run(capsys, "--user", "1", "--k", "3", "--tuned", "--json", "--data-dir", tiny_tfds, "--epochs", "2")
+    assert status == 0
+    assert len(json.loads(out)["recommendations"]) == 3
+    assert "Adagrad 0.2" in err  # the tuned learning rate, with the tutorial's overridden epochs
+    assert "2 epochs" in err
+
+
 def test_timings_name_every_phase(tiny_tfds, capsys):
     status, _, err = run(capsys, "--user", "1", "--k", "3", "--timings", "--data-dir", tiny_tfds, "--epochs", "1")
     assert status == 0
@@ -117,7 +125,7 @@ def test_k_can_be_every_unrated_movie(tiny_tfds, capsys):
 def test_help_shows_the_tutorial_defaults(capsys):
     status, out, _ = run(capsys, "--help")
     assert status == 0
-    for default in ("(default: 10)", "(default: 3; 5 with --tuned)", "(default: 64)", "(default: 4096)", "(default: 42)"):
+    for default in ("(default: 10)", "(default: 3; 7 with --tuned)", "(default: 64)", "(default: 4096)", "(default: 42)"):
         assert default in out
 
 

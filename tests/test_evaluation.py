@@ -50,7 +50,7 @@ def test_ndcg_is_one_when_every_relevant_title_comes_first():
 def test_the_split_has_the_tutorials_sizes_and_no_overlap():
     n = 100_000
     data = recommend.MovieLens(
-        user_ids=np.zeros(n, dtype=object), movie_titles=np.zeros(n, dtype=object), movies_titles=np.array([])
+        user_ids=np.zeros(n, dtype=object), movie_titles=np.zeros(n, dtype=object), movies=np.array([])
     )
     train_rows, test_rows = recommend.split_like_the_tutorial(data)
     assert (len(train_rows), len(test_rows)) == (80_000, 20_000)

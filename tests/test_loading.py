@@ -28,7 +28,7 @@ def test_load_reads_exactly_what_tfds_load_gives(tiny_tfds):
     # Same examples in the same order: the order decides the tutorial's split and its batches.
     assert list(data.user_ids) == ratings["user_id"]
     assert list(data.movie_titles) == ratings["movie_title"]
-    assert list(data.movies_titles) == movies["movie_title"]
+    assert list(data.movies) == movies["movie_title"]
 
 
 def test_load_finds_the_tiny_datasets_ratings_and_titles(tiny_tfds):

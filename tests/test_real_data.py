@@ -137,3 +137,14 @@ def test_evaluation_reports_every_metric_for_both_models(evaluation):
         assert accuracies == sorted(accuracies) and 0 <= accuracies[0] and accuracies[-1] <= 1
     # The tutorial's settings lose to "most popular" on a random split: the README explains why.
     assert evaluation["two_tower"]["top_100"] < evaluation["most_popular"]["top_100"]
+
+
+def test_the_tuned_recipe_beats_most_popular(real_movielens):
+    with pytest.MonkeyPatch.context() as patch:
+        capture = _Capture(patch)
+        status = recommend.main(["--evaluate", "--tuned", "--json"])
+        out, _ = capture.read()
+    assert status == 0
+    results = json.loads(out)
+    for metric in ("ndcg_at_10", "top_100"):
+        assert results["two_tower"][metric] > results["most_popular"][metric]

@@ -60,7 +60,7 @@ def test_vocabularies_match_what_adapt_would_build():
     data = tiny_movielens()
     user_ids_vocabulary, movie_titles_vocabulary = recommend.build_vocabularies(data)
     adapted = tf.keras.layers.StringLookup(mask_token=None)
-    adapted.adapt(data.movies_titles)
+    adapted.adapt(data.movies)
     assert movie_titles_vocabulary.get_vocabulary() == adapted.get_vocabulary()
     # Row 0 is kept for ids the vocabulary has never seen.
     assert user_ids_vocabulary.get_vocabulary()[0] == "[UNK]"
