@@ -77,9 +77,6 @@ with native_stderr_captured():
     import tensorflow_recommenders as tfrs
     from absl import logging as absl_logging
 
-    # TensorFlow probes for a GPU the first time it runs an op, and logs about it when there is none.
-    tf.config.list_logical_devices()
-
 IMPORTED_AT = time.perf_counter()
 
 RATINGS_DATASET = "movielens/100k-ratings"
@@ -95,6 +92,8 @@ DEFAULT_SEED = 42
 RANKING_CUTOFF = 10
 SAVED_RECOMMENDER_FILE = "recommender.json"
 SAVED_RECOMMENDER_FORMAT = "recommend.py saved recommender"
+# What tf.saved_model.save writes, plus recommender.json: a folder with anything else is not ours.
+SAVED_RECOMMENDER_CONTENTS = {SAVED_RECOMMENDER_FILE, "saved_model.pb", "fingerprint.pb", "variables", "assets"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +176,11 @@ def read_text_features(name: str, features: tuple[str, ...], data_dir: str | Non
     """
     builder = tfds.builder(name, data_dir=data_dir)
     prepare_dataset(builder)
+    if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
+        # Prepared in another format (ArrayRecord, say): read it the standard way, one example at a time.
+        dataset = builder.as_dataset(split="train", decoders=tfds.decode.PartialDecoding(dict.fromkeys(features, True)))
+        examples = list(tfds.as_numpy(dataset))
+        return {feature: np.array([example[feature] for example in examples], dtype=object) for feature in features}
     split = builder.info.splits["train"]
     examples = tf.data.TFRecordDataset(split.filepaths).batch(split.num_examples).get_single_element()
     parsed = tf.io.parse_example(examples, {feature: tf.io.FixedLenFeature([], tf.string) for feature in features})
@@ -334,10 +338,10 @@ def build_model(
 
     user_model = tower(user_ids_vocabulary)
     movie_model = tower(movie_titles_vocabulary)
-    return MovieLensModel(user_model, movie_model, retrieval_task(movie_model, catalogue, recipe))
+    return MovieLensModel(user_model, movie_model, retrieval_task(movie_model, catalogue))
 
 
-def retrieval_task(movie_model: tf.keras.Model, catalogue: np.ndarray, recipe: Recipe) -> tfrs.tasks.Retrieval:
+def retrieval_task(movie_model: tf.keras.Model, catalogue: np.ndarray) -> tfrs.tasks.Retrieval:
     # The metric ranks each rating's user against the whole catalogue. It is given a dataset mapped
     # through the movie tower, so it sees the tower's current embeddings whenever it is computed; one
     # batch holds the whole catalogue, so each evaluation step scores it with one matrix product.
@@ -383,7 +387,8 @@ def train(model: MovieLensModel, features: dict[str, np.ndarray], recipe: Recipe
     """Fits both towers with Adagrad on in-batch softmax."""
     num_examples = len(features["user_id"])
     progress(
-        f"Training on {num_examples:,} ratings: {recipe.epochs} epochs, batches of {recipe.batch_size:,}, "
+        f"Training on {num_examples:,} ratings: {recipe.epochs} epoch{'s' if recipe.epochs > 1 else ''}, "
+        f"batches of {recipe.batch_size:,}, "
         f"Adagrad {recipe.learning_rate:g}"
     )
     ratings = tf.data.Dataset.from_tensor_slices(features)
@@ -449,6 +454,12 @@ def build_index(model: MovieLensModel, data: MovieLens) -> Recommender:
 def rated_pairs(data: MovieLens) -> np.ndarray:
     """Every distinct (user, title) rating as b"user<TAB>title", sorted."""
     return np.unique([user + b"\t" + title for user, title in zip(data.user_ids, data.movie_titles)])
+
+
+def rated_titles_per_user(data: MovieLens) -> dict[str, int]:
+    """How many distinct titles each user has rated, by user id."""
+    users, counts = np.unique([pair.split(b"\t")[0] for pair in rated_pairs(data)], return_counts=True)
+    return {user.decode(): int(count) for user, count in zip(users, counts)}
 
 
 # 6. Recommend -----------------------------------------------------------------------------------------
@@ -527,7 +538,7 @@ def build_most_popular_model(
             ),
         ]
     )
-    return MovieLensModel(everyone_alike, movie_popularity, retrieval_task(movie_popularity, catalogue, TUTORIAL))
+    return MovieLensModel(everyone_alike, movie_popularity, retrieval_task(movie_popularity, catalogue))
 
 
 def held_out_metrics(model: MovieLensModel, data: MovieLens, train_rows: np.ndarray, test_rows: np.ndarray) -> dict:
@@ -588,31 +599,42 @@ def ranking_metrics(scores: np.ndarray, seen: np.ndarray, relevant: np.ndarray, 
 
 
 def is_saved_recommender(directory: str) -> bool:
+    """True only for a folder this script saved: recommender.json, the SavedModel, and nothing else."""
     try:
         with open(os.path.join(directory, SAVED_RECOMMENDER_FILE)) as file:
-            return json.load(file).get("format") == SAVED_RECOMMENDER_FORMAT
+            marked = json.load(file).get("format") == SAVED_RECOMMENDER_FORMAT
+        return marked and set(os.listdir(directory)) <= SAVED_RECOMMENDER_CONTENTS
     except (OSError, ValueError, AttributeError):
         return False
 
 
 def check_save_dir(directory: str) -> None:
-    """Refuses, before any training, a target that holds something other than a saved recommender."""
-    if os.path.isdir(directory) and os.listdir(directory) and not is_saved_recommender(directory):
-        raise UsageError(f"--save-dir {directory} holds files that are not a saved recommender; not touching it")
+    """Refuses, before any training, a target this script could not or should not write."""
+    if not directory:
+        raise UsageError("--save-dir needs a folder name")
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise UsageError(f"--save-dir {directory} is a file, not a folder")
+    if os.path.isdir(directory) and os.listdir(directory) and not is_saved_recommender(directory):
+        raise UsageError(f"--save-dir {directory} holds files that are not a saved recommender; not touching it")
+    # The nearest folder that exists must take new entries: the save is staged beside the target.
+    ancestor = os.path.dirname(os.path.abspath(directory))
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor) or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"--save-dir {directory} cannot be created: {ancestor} is not a writable folder")
 
 
 def save_recommender(recommender: Recommender, details: dict, directory: str) -> None:
     """Writes a SavedModel plus recommender.json, all or nothing.
 
     Everything goes to a temporary folder beside the target first and is renamed into place only when
-    complete, so an interrupted save leaves the previous model (or nothing) behind, never half of one.
+    complete, so an interrupted save leaves the previous model behind (or nothing), never half of one.
     """
     directory = os.path.abspath(directory)
     parent = os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.saving-", dir=parent)
+    set_aside = os.path.join(parent, f".{os.path.basename(directory)}.replaced-{os.path.basename(staging)}")
     try:
         os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it private; a model folder needn't be
         tf.saved_model.save(
@@ -620,16 +642,20 @@ def save_recommender(recommender: Recommender, details: dict, directory: str) ->
         )
         with open(os.path.join(staging, SAVED_RECOMMENDER_FILE), "w") as file:
             json.dump({"format": SAVED_RECOMMENDER_FORMAT, **details}, file, indent=1)
-        replaced = None
+        # Checked again: training took a while, and something else may have written there meanwhile.
+        check_save_dir(directory)
         if os.path.exists(directory):
-            replaced = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.replaced-", dir=parent)
-            os.rename(directory, os.path.join(replaced, "old"))
-        os.rename(staging, directory)
-        if replaced:
-            shutil.rmtree(replaced)
+            os.rename(directory, set_aside)
+        try:
+            os.rename(staging, directory)
+        except BaseException:
+            if os.path.exists(set_aside):
+                os.rename(set_aside, directory)
+            raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    shutil.rmtree(set_aside, ignore_errors=True)
 
 
 def current_umask() -> int:
@@ -640,6 +666,8 @@ def current_umask() -> int:
 
 def load_recommender(directory: str):
     """Returns (the loaded SavedModel, its recommender.json), or a UsageError saying what is wrong."""
+    if not directory:
+        raise UsageError("--load-dir needs a folder name")
     if not os.path.isdir(directory):
         raise UsageError(f"--load-dir {directory} does not exist")
     if not os.listdir(directory):
@@ -672,6 +700,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value < 2**32:  # what numpy's and TensorFlow's seeds accept
+        raise argparse.ArgumentTypeError(f"must be from 0 to {2**32 - 1}, got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -695,11 +733,13 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     task = parser.add_mutually_exclusive_group(required=True)
-    task.add_argument("--user", metavar="ID", help="the MovieLens user id to recommend for, e.g. 42")
+    task.add_argument(
+        "--user", metavar="ID", help="the MovieLens user id to recommend for, e.g. 42 (required unless --evaluate)"
+    )
     task.add_argument(
         "--evaluate",
         action="store_true",
-        help="train on the tutorial's 80%% split and compare with recommending the most popular movies",
+        help="train on the tutorial's 80%% split and compare with recommending the most popular movies (default: off)",
     )
     parser.add_argument("--k", type=positive_int, default=10, metavar="N", help="how many movies to recommend (default: %(default)s)")
     parser.add_argument(
@@ -707,12 +747,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also recommend movies the user has already rated (default: leave them out)",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table (default: off)")
     training = parser.add_argument_group("training (ignored with --load-dir, which reuses a trained model)")
     training.add_argument(
-        "--tuned", action="store_true", help="train with the tuned recipe instead of the tutorial's (see README)"
+        "--tuned", action="store_true", help="train with the tuned recipe instead of the tutorial's (default: off)"
     )
-    for flag, kind, name, metavar, meaning in [
+    for flag, parse, name, metavar, meaning in [
         ("--epochs", positive_int, "epochs", "N", "passes over the ratings"),
         ("--embedding-dim", positive_int, "embedding_dim", "N", "numbers per user and per movie embedding"),
         ("--learning-rate", positive_float, "learning_rate", "RATE", "Adagrad learning rate"),
@@ -720,17 +760,26 @@ def build_parser() -> argparse.ArgumentParser:
     ]:
         tutorial, tuned = getattr(TUTORIAL, name), getattr(TUNED, name)
         default = f"{tutorial:g}" + (f"; {tuned:g} with --tuned" if tuned != tutorial else "")
-        training.add_argument(flag, type=kind, metavar=metavar, help=f"{meaning} (default: {default})")
-    training.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="N", help="seeds every random choice (default: %(default)s)")
+        training.add_argument(flag, type=parse, metavar=metavar, help=f"{meaning} (default: {default})")
+    training.add_argument("--seed", type=seed_number, default=DEFAULT_SEED, metavar="N", help="seeds every random choice (default: %(default)s)")
     parser.add_argument(
         "--data-dir",
         metavar="DIR",
-        help="TensorFlow Datasets folder holding (or to receive) MovieLens (default: TFDS_DATA_DIR, else ~/tensorflow_datasets)",
+        help="TensorFlow Datasets folder holding (or to receive) MovieLens; ignored with --load-dir "
+        "(default: TFDS_DATA_DIR, else ~/tensorflow_datasets)",
     )
     saving = parser.add_mutually_exclusive_group()
-    saving.add_argument("--save-dir", metavar="DIR", help="after training, save the recommender here as a SavedModel")
-    saving.add_argument("--load-dir", metavar="DIR", help="answer from a recommender saved with --save-dir: no data, no training")
-    parser.add_argument("--timings", action="store_true", help="print how long each phase took, on stderr")
+    saving.add_argument(
+        "--save-dir", metavar="DIR", help="after training, save the recommender here as a SavedModel (default: not saved)"
+    )
+    saving.add_argument(
+        "--load-dir",
+        metavar="DIR",
+        help="answer from a recommender saved with --save-dir: no data, no training (default: train one)",
+    )
+    parser.add_argument(
+        "--timings", action="store_true", help="print how long each phase took, on stderr (default: off)"
+    )
     return parser
 
 
@@ -798,9 +847,10 @@ def print_recommendations(user_id: str, recommendations: list[dict], include_rat
         return
     which = "" if include_rated else ", leaving out movies they have rated"
     print(f"Top {len(recommendations)} movies for user {user_id}{which}:")
-    print(f"{'rank':>4}  {'score':>6}  title")
+    width = max(len("title"), *(len(item["title"]) for item in recommendations))
+    print(f"{'rank':>4}  {'title':<{width}}  {'score':>5}")
     for item in recommendations:
-        print(f"{item['rank']:>4}  {item['score']:>6.2f}  {item['title']}")
+        print(f"{item['rank']:>4}  {item['title']:<{width}}  {item['score']:>5.2f}")
 
 
 def print_evaluation(results: dict, as_json: bool) -> None:
@@ -815,16 +865,18 @@ def print_evaluation(results: dict, as_json: bool) -> None:
 
 
 def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
-    if args.save_dir:
+    if args.save_dir is not None:
         check_save_dir(args.save_dir)
     recipe = recipe_from(args)
-    progress("Loading MovieLens 100k")
     data = load_movielens(args.data_dir)
     rated_counts = rated_titles_per_user(data)
     catalogue_size = len(data.catalogue)
     check_request(args.user, args.k, args.include_rated, rated_counts, catalogue_size)
     stopwatch.lap("load")
 
+    # One seed for Python, numpy and TensorFlow: the embeddings' starting values and the shuffling. On a
+    # CPU that is enough for identical answers run after run; tf.config.experimental.enable_op_determinism()
+    # gave the same numbers here at half again the training time.
     tf.keras.utils.set_random_seed(args.seed)
     user_ids_vocabulary, movie_titles_vocabulary = build_vocabularies(data)
     stopwatch.lap("vocabularies")
@@ -840,7 +892,7 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
     stopwatch.lap("query")
     print_recommendations(args.user, recommendations, args.include_rated, args.json)
 
-    if args.save_dir:
+    if args.save_dir is not None:
         details = {
             "catalogue_size": catalogue_size,
             "rated_counts": rated_counts,
@@ -849,12 +901,6 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
         save_recommender(recommender, details, args.save_dir)
         progress(f"Saved the recommender to {args.save_dir}")
         stopwatch.lap("saving")
-
-
-def rated_titles_per_user(data: MovieLens) -> dict[str, int]:
-    """How many distinct titles each user has rated, by user id."""
-    users, counts = np.unique([pair.split(b"\t")[0] for pair in rated_pairs(data)], return_counts=True)
-    return {user.decode(): int(count) for user, count in zip(users, counts)}
 
 
 def run_load(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
@@ -873,9 +919,8 @@ def run_load(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
 
 
 def run_evaluate(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
-    if args.load_dir or args.save_dir:
+    if args.load_dir is not None or args.save_dir is not None:
         raise UsageError("--evaluate trains its own model on the 80% split; it cannot use --load-dir or --save-dir")
-    progress("Loading MovieLens 100k")
     data = load_movielens(args.data_dir)
     stopwatch.lap("load")
     results = evaluate(data, recipe_from(args), args.seed)
@@ -888,20 +933,23 @@ def quiet_logs() -> None:
     tf.get_logger().setLevel("ERROR")
     tf.autograph.set_verbosity(0)
     absl_logging.set_verbosity(absl_logging.ERROR)
+    # TensorFlow looks for a GPU the first time it runs an op and logs from C++ when there is none.
+    with native_stderr_captured():
+        tf.config.list_logical_devices()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exit_:  # argparse exits for --help and for usage errors (already reported)
-        return int(exit_.code or 0)
+    except SystemExit as parser_exit:  # argparse exits for --help and for usage errors (already reported)
+        return int(parser_exit.code or 0)
     quiet_logs()
     stopwatch = Stopwatch()
     try:
         if args.evaluate:
             run_evaluate(args, stopwatch)
-        elif args.load_dir:
+        elif args.load_dir is not None:
             run_load(args, stopwatch)
         else:
             run_recommend(args, stopwatch)

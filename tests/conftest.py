@@ -87,6 +87,6 @@ def real_movielens():
     if reason:
         pytest.skip(reason)
     ratings = tfds.load(recommend.RATINGS_DATASET, split="train")
-    ratings = ratings.map(lambda x: {"user_id": x["user_id"], "movie_title": x["movie_title"]})
+    ratings = ratings.map(lambda rating: {"user_id": rating["user_id"], "movie_title": rating["movie_title"]})
     columns = ratings.batch(200_000).get_single_element()
     return {key: value.numpy() for key, value in columns.items()}

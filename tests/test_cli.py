@@ -1,6 +1,10 @@
 """The command line on the tiny dataset: output formats, and one clear line for every mistake."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -21,8 +25,9 @@ def test_the_table_lists_the_planted_movie_first(tiny_tfds, capsys):
     assert status == 0
     heading, columns, first, *rest = out.splitlines()
     assert heading == "Top 3 movies for user 1, leaving out movies they have rated:"
-    assert columns.split() == ["rank", "score", "title"]
-    assert first.split(maxsplit=2)[0] == "1" and first.split(maxsplit=2)[2] == PLANTED_MOVIE
+    assert columns.split() == ["rank", "title", "score"]
+    rank, title, score = re.fullmatch(r"\s*(\d+)  (.+?)\s+(-?\d+\.\d\d)", first).groups()
+    assert (rank, title) == ("1", PLANTED_MOVIE)
     assert len(rest) == 2
     assert "epoch 30/30" in err  # progress goes to stderr, never into the table
 
@@ -84,6 +89,10 @@ def assert_one_line_error(status, out, err, *fragments):
         (["--learning-rate", "inf"], "--learning-rate: must be a positive finite number"),
         (["--learning-rate", "fast"], "--learning-rate: expected a number"),
         (["--save-dir", "a", "--load-dir", "b"], "not allowed with argument"),
+        (["--seed", "-1"], "--seed: must be from 0 to 4294967295"),
+        (["--seed", str(2**32)], "--seed: must be from 0 to 4294967295"),
+        (["--load-dir", ""], "--load-dir needs a folder name"),
+        (["--save-dir", ""], "--save-dir needs a folder name"),
     ],
 )
 def test_bad_options_are_refused_in_one_line(argv, fragment, capsys):
@@ -96,24 +105,24 @@ def test_a_user_or_evaluate_is_required(capsys):
 
 @pytest.mark.parametrize("user", ["9999", "abc", "", " 1"])
 def test_an_unknown_user_is_refused_before_training(user, tiny_tfds, capsys):
-    status, out, err = run(capsys, "--user", user, "--data-dir", tiny_tfds)
-    assert_one_line_error(status, out, "\n".join(l for l in err.splitlines() if l != "Loading MovieLens 100k"))
-    assert f"user {user!r} is not in the data; user ids are 1-8" in err
-    assert "Training" not in err
+    # One line and nothing else, so no training started either.
+    assert_one_line_error(
+        *run(capsys, "--user", user, "--data-dir", tiny_tfds), f"user {user!r} is not in the data; user ids are 1-8"
+    )
 
 
 def test_k_larger_than_the_unrated_movies_is_refused_before_training(tiny_tfds, capsys):
     # The catalogue has 11 titles; user 1 rated 4 of them.
-    status, out, err = run(capsys, "--user", "1", "--k", "8", "--data-dir", tiny_tfds)
-    assert status == 2
-    assert "--k 8 is more than the 7 movies user 1 has not rated" in err
-    assert "Training" not in err and "Traceback" not in err
+    assert_one_line_error(
+        *run(capsys, "--user", "1", "--k", "8", "--data-dir", tiny_tfds), "--k 8 is more than the 7 movies user 1 has not rated"
+    )
 
 
 def test_k_larger_than_the_catalogue_is_refused_with_include_rated(tiny_tfds, capsys):
-    status, out, err = run(capsys, "--user", "1", "--k", "12", "--include-rated", "--data-dir", tiny_tfds)
-    assert status == 2
-    assert "--k 12 is more than the 11 movies in the catalogue" in err
+    assert_one_line_error(
+        *run(capsys, "--user", "1", "--k", "12", "--include-rated", "--data-dir", tiny_tfds),
+        "--k 12 is more than the 11 movies in the catalogue",
+    )
 
 
 def test_k_can_be_every_unrated_movie(tiny_tfds, capsys):
@@ -140,3 +149,18 @@ def test_help_shows_the_tutorial_defaults(capsys):
 )
 def test_user_ids_are_described_as_ranges(ids, expected):
     assert recommend.describe_ids(ids) == expected
+
+
+def test_the_script_run_as_a_program_prints_only_its_answer(tiny_tfds):
+    """stdout carries the JSON alone, and TensorFlow's C++ start-up lines never reach stderr."""
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recommend.py")
+    completed = subprocess.run(
+        [sys.executable, script, "--user", "1", "--k", "3", "--json", "--data-dir", tiny_tfds, *TINY_TRAINING],
+        capture_output=True,
+        text=True,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout)["recommendations"][0]["title"] == PLANTED_MOVIE
+    assert len(completed.stdout.splitlines()) == 1
+    for noise in ("I0000", "E0000", "oneDNN", "cuda", "WARNING"):
+        assert noise not in completed.stderr

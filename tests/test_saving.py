@@ -38,13 +38,17 @@ def test_loading_prints_exactly_what_the_training_run_printed(saved, capsys):
             assert last_err_line.startswith("recommend.py: error: --k 10 is more than the 7 movies user 1")
 
 
-def test_loading_needs_neither_the_dataset_nor_training(saved, tmp_path, capsys, monkeypatch):
+def test_loading_needs_neither_the_dataset_nor_training(saved, capsys, monkeypatch):
     target, answers = saved
-    # Outside the mocked TFDS, with no data anywhere: loading the dataset would fail.
-    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "nothing-here"))
+
+    def must_not_be_called(*args, **kwargs):
+        raise AssertionError("--load-dir must not read the dataset or train")
+
+    monkeypatch.setattr(recommend, "load_movielens", must_not_be_called)
+    monkeypatch.setattr(recommend, "train", must_not_be_called)
     status, out, err = run(capsys, "--user", "1", "--k", "7", "--load-dir", target)
     assert (status, out) == answers[("--user", "1", "--k", "7")][:2]
-    assert "Loading MovieLens" not in err and "Training" not in err
+    assert err == ""
 
 
 def test_the_saved_model_is_a_plain_savedmodel_another_program_can_serve(saved):
@@ -88,6 +92,39 @@ def test_an_interrupted_save_leaves_the_previous_model_untouched(saved, tiny_tfd
     assert status == 130 and "interrupted" in err
     assert snapshot(target) == before
     assert sorted(os.listdir(os.path.dirname(target))) == ["tiny"]
+
+
+def test_a_save_that_fails_while_swapping_puts_the_previous_model_back(saved, tiny_tfds, capsys, monkeypatch):
+    target, _ = saved
+    before = snapshot(target)
+    rename = os.rename
+
+    def interrupted_rename(source, destination):
+        if os.path.basename(source).startswith(".tiny.saving-"):  # the finished new model moving in
+            raise KeyboardInterrupt
+        rename(source, destination)
+
+    monkeypatch.setattr(recommend.os, "rename", interrupted_rename)
+    status, _, _ = run(capsys, "--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--epochs", "1", "--save-dir", target)
+    assert status == 130
+    assert snapshot(target) == before
+    assert sorted(os.listdir(os.path.dirname(target))) == ["tiny"]
+
+
+def test_a_saved_recommender_holding_other_files_too_is_refused(saved, tiny_tfds, capsys):
+    target, _ = saved
+    with open(os.path.join(target, "notes.txt"), "w") as file:
+        file.write("mine")
+    status, out, err = run(capsys, "--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--save-dir", target)
+    assert_one_line_error(status, out, err, "not a saved recommender")
+    assert open(os.path.join(target, "notes.txt")).read() == "mine"
+
+
+def test_a_save_dir_inside_a_file_is_refused_before_training(tiny_tfds, tmp_path, capsys):
+    (tmp_path / "plain-file").write_text("x")
+    target = str(tmp_path / "plain-file" / "model")
+    status, out, err = run(capsys, "--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--save-dir", target)
+    assert_one_line_error(status, out, err, "is not a writable folder")
 
 
 def snapshot(directory):

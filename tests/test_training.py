@@ -62,6 +62,10 @@ def test_vocabularies_match_what_adapt_would_build():
     adapted = tf.keras.layers.StringLookup(mask_token=None)
     adapted.adapt(data.movies)
     assert movie_titles_vocabulary.get_vocabulary() == adapted.get_vocabulary()
+    # User 8 rated six movies, user 1 four, the rest five each: ties that adapt() breaks by the id.
+    adapted_users = tf.keras.layers.StringLookup(mask_token=None)
+    adapted_users.adapt(data.user_ids)
+    assert user_ids_vocabulary.get_vocabulary() == adapted_users.get_vocabulary()
     # Row 0 is kept for ids the vocabulary has never seen.
     assert user_ids_vocabulary.get_vocabulary()[0] == "[UNK]"
     assert user_ids_vocabulary.vocabulary_size() == 8 + 1
