@@ -93,7 +93,13 @@ RANKING_CUTOFF = 10
 SAVED_RECOMMENDER_FILE = "recommender.json"
 SAVED_RECOMMENDER_FORMAT = "recommend.py saved recommender"
 # What tf.saved_model.save writes, plus recommender.json: a folder with anything else is not ours.
-SAVED_RECOMMENDER_CONTENTS = {SAVED_RECOMMENDER_FILE, "saved_model.pb", "fingerprint.pb", "variables", "assets"}
+SAVED_RECOMMENDER_CONTENTS = {
+    SAVED_RECOMMENDER_FILE,
+    "saved_model.pb",
+    "fingerprint.pb",
+    "variables",
+    "assets",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,12 +184,19 @@ def read_text_features(name: str, features: tuple[str, ...], data_dir: str | Non
     prepare_dataset(builder)
     if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
         # Prepared in another format (ArrayRecord, say): read it the standard way, one example at a time.
-        dataset = builder.as_dataset(split="train", decoders=tfds.decode.PartialDecoding(dict.fromkeys(features, True)))
+        dataset = builder.as_dataset(
+            split="train", decoders=tfds.decode.PartialDecoding(dict.fromkeys(features, True))
+        )
         examples = list(tfds.as_numpy(dataset))
-        return {feature: np.array([example[feature] for example in examples], dtype=object) for feature in features}
+        return {
+            feature: np.array([example[feature] for example in examples], dtype=object)
+            for feature in features
+        }
     split = builder.info.splits["train"]
     examples = tf.data.TFRecordDataset(split.filepaths).batch(split.num_examples).get_single_element()
-    parsed = tf.io.parse_example(examples, {feature: tf.io.FixedLenFeature([], tf.string) for feature in features})
+    parsed = tf.io.parse_example(
+        examples, {feature: tf.io.FixedLenFeature([], tf.string) for feature in features}
+    )
     return {feature: parsed[feature].numpy() for feature in features}
 
 
@@ -205,16 +218,22 @@ def prepare_dataset(builder: tfds.core.DatasetBuilder) -> None:
     if not (manual_dir / filename).exists():
         try:
             # TFDS downloads with `requests` too, so this sees the same proxies and certificates.
-            requests.head(url, timeout=DOWNLOAD_CHECK_TIMEOUT_SECONDS, allow_redirects=True).raise_for_status()
+            requests.head(
+                url, timeout=DOWNLOAD_CHECK_TIMEOUT_SECONDS, allow_redirects=True
+            ).raise_for_status()
         except requests.RequestException as error:
             raise unavailable(f"{url}: {describe_download_failure(error)}") from None
-    progress(f"Downloading and preparing {builder.name}/{builder.builder_config.name} in {builder.data_dir_root}")
+    progress(
+        f"Downloading and preparing {builder.name}/{builder.builder_config.name} in {builder.data_dir_root}"
+    )
     try:
         # TFDS prints its "Downloading and preparing" banner on stdout, which is reserved for results.
         with contextlib.redirect_stdout(sys.stderr):
             builder.download_and_prepare()
     except Exception as error:  # Whatever went wrong, the ways out are the same.
-        raise unavailable(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__) from None
+        raise unavailable(
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        ) from None
 
 
 def describe_download_failure(error: requests.RequestException) -> str:
@@ -254,6 +273,7 @@ def no_data_message(data_dir_root, url: str, filename: str, manual_dir, reason: 
 
 def build_vocabularies(data: MovieLens) -> tuple[tf.keras.layers.StringLookup, tf.keras.layers.StringLookup]:
     """Maps each user id and movie title to a row of its embedding table."""
+
     # The tutorial calls `adapt()`, which counts tokens with TensorFlow ops; fed one example at a time
     # that takes about a minute. Counting with numpy takes milliseconds and gives the same vocabulary:
     # most frequent first, ties broken by the token in descending order, exactly as `adapt()` orders it.
@@ -263,7 +283,9 @@ def build_vocabularies(data: MovieLens) -> tuple[tf.keras.layers.StringLookup, t
 
     # `mask_token=None` leaves one extra row, index 0, for ids the vocabulary has never seen (the
     # out-of-vocabulary row): an unknown user then gets an untrained embedding instead of an error.
-    user_ids_vocabulary = tf.keras.layers.StringLookup(mask_token=None, vocabulary=by_frequency(data.user_ids))
+    user_ids_vocabulary = tf.keras.layers.StringLookup(
+        mask_token=None, vocabulary=by_frequency(data.user_ids)
+    )
     movie_titles_vocabulary = tf.keras.layers.StringLookup(
         mask_token=None, vocabulary=by_frequency(data.movies)
     )
@@ -357,7 +379,9 @@ def retrieval_task(movie_model: tf.keras.Model, catalogue: np.ndarray) -> tfrs.t
 # 4. Train ---------------------------------------------------------------------------------------------
 
 
-def training_features(user_ids: np.ndarray, movie_titles: np.ndarray, recipe: Recipe) -> dict[str, np.ndarray]:
+def training_features(
+    user_ids: np.ndarray, movie_titles: np.ndarray, recipe: Recipe
+) -> dict[str, np.ndarray]:
     """The columns the model trains on: who rated which title, and, for the logQ correction, how likely
     each rating's movie is to be drawn as somebody's in-batch negative: its share of the training ratings."""
     features = {"user_id": user_ids, "movie_title": movie_titles}
@@ -380,7 +404,9 @@ class EpochProgress(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         mean_loss = logs["epoch_loss"] / self.num_examples
         elapsed = time.perf_counter() - self.started_at
-        progress(f"  epoch {epoch + 1}/{self.params['epochs']}: loss {mean_loss:.3f} per rating ({elapsed:.1f}s)")
+        progress(
+            f"  epoch {epoch + 1}/{self.params['epochs']}: loss {mean_loss:.3f} per rating ({elapsed:.1f}s)"
+        )
 
 
 def train(model: MovieLensModel, features: dict[str, np.ndarray], recipe: Recipe, seed: int) -> None:
@@ -414,13 +440,16 @@ class Recommender(tf.Module):
     ranks the whole catalogue once and cuts it to any k afterwards.
     """
 
-    def __init__(self, index: tfrs.layers.factorized_top_k.BruteForce, rated_pairs: np.ndarray, catalogue_size: int):
+    def __init__(
+        self, index: tfrs.layers.factorized_top_k.BruteForce, rated_pairs: np.ndarray, catalogue_size: int
+    ):
         super().__init__()
         self.index = index
         self.catalogue_size = catalogue_size
         # "user<TAB>title" for every rating: one hash lookup answers "has this user rated this title?".
         self.rated = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(rated_pairs, tf.ones(len(rated_pairs), tf.int64)), default_value=0
+            tf.lookup.KeyValueTensorInitializer(rated_pairs, tf.ones(len(rated_pairs), tf.int64)),
+            default_value=0,
         )
 
     @tf.function(
@@ -438,7 +467,10 @@ class Recommender(tf.Module):
         # Excluded titles sink to the bottom; top_k keeps the others in the index's order (on equal
         # scores it keeps the earlier one first), so k can be anything up to the movies left.
         _, kept = tf.math.top_k(tf.where(excluded, -np.inf, scores), k=k)
-        return {"titles": tf.gather(titles, kept, batch_dims=1), "scores": tf.gather(scores, kept, batch_dims=1)}
+        return {
+            "titles": tf.gather(titles, kept, batch_dims=1),
+            "scores": tf.gather(scores, kept, batch_dims=1),
+        }
 
 
 def build_index(model: MovieLensModel, data: MovieLens) -> Recommender:
@@ -488,7 +520,12 @@ def evaluate(data: MovieLens, recipe: Recipe, seed: int) -> dict:
     user_ids_vocabulary, movie_titles_vocabulary = build_vocabularies(data)
     catalogue = data.catalogue
     two_tower = build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue, recipe)
-    train(two_tower, training_features(data.user_ids[train_rows], data.movie_titles[train_rows], recipe), recipe, seed)
+    train(
+        two_tower,
+        training_features(data.user_ids[train_rows], data.movie_titles[train_rows], recipe),
+        recipe,
+        seed,
+    )
     most_popular = build_most_popular_model(movie_titles_vocabulary, data.movie_titles[train_rows], catalogue)
     progress(f"Evaluating on {len(test_rows):,} held-out ratings")
     return {
@@ -515,7 +552,7 @@ def split_like_the_tutorial(data: MovieLens) -> tuple[np.ndarray, np.ndarray]:
 def build_most_popular_model(
     movie_titles_vocabulary: tf.keras.layers.StringLookup, train_titles: np.ndarray, catalogue: np.ndarray
 ) -> MovieLensModel:
-    """"Recommend the most rated movies" written as a two-tower model, so it is evaluated by the same code.
+    """ "Recommend the most rated movies" written as a two-tower model, so it is evaluated by the same code.
 
     Every user is the vector [1] and every movie the vector [its number of training ratings], so a
     user's score for a movie is that movie's popularity.
@@ -541,7 +578,9 @@ def build_most_popular_model(
     return MovieLensModel(everyone_alike, movie_popularity, retrieval_task(movie_popularity, catalogue))
 
 
-def held_out_metrics(model: MovieLensModel, data: MovieLens, train_rows: np.ndarray, test_rows: np.ndarray) -> dict:
+def held_out_metrics(
+    model: MovieLensModel, data: MovieLens, train_rows: np.ndarray, test_rows: np.ndarray
+) -> dict:
     """Top-k accuracy as TFRS computes it, then Recall@10 and NDCG@10 with training movies left out."""
     test = tf.data.Dataset.from_tensor_slices(
         {"user_id": data.user_ids[test_rows], "movie_title": data.movie_titles[test_rows]}
@@ -566,14 +605,18 @@ def held_out_metrics(model: MovieLensModel, data: MovieLens, train_rows: np.ndar
     return {name: round(float(value), 4) for name, value in metrics.items()}
 
 
-def rating_matrix(users: np.ndarray, catalogue: np.ndarray, user_ids: np.ndarray, titles: np.ndarray) -> np.ndarray:
+def rating_matrix(
+    users: np.ndarray, catalogue: np.ndarray, user_ids: np.ndarray, titles: np.ndarray
+) -> np.ndarray:
     """A users x catalogue boolean matrix: True where the user rated the title. Both axes are sorted."""
     matrix = np.zeros((len(users), len(catalogue)), dtype=bool)
     matrix[np.searchsorted(users, user_ids), np.searchsorted(catalogue, titles)] = True
     return matrix
 
 
-def ranking_metrics(scores: np.ndarray, seen: np.ndarray, relevant: np.ndarray, cutoff: int) -> tuple[float, float]:
+def ranking_metrics(
+    scores: np.ndarray, seen: np.ndarray, relevant: np.ndarray, cutoff: int
+) -> tuple[float, float]:
     """Mean Recall@cutoff and NDCG@cutoff over the users with something relevant to find.
 
     scores, seen and relevant are users x movies. Movies a user has seen in training are left out of
@@ -615,7 +658,9 @@ def check_save_dir(directory: str) -> None:
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise UsageError(f"--save-dir {directory} is a file, not a folder")
     if os.path.isdir(directory) and os.listdir(directory) and not is_saved_recommender(directory):
-        raise UsageError(f"--save-dir {directory} holds files that are not a saved recommender; not touching it")
+        raise UsageError(
+            f"--save-dir {directory} holds files that are not a saved recommender; not touching it"
+        )
     # The nearest folder that exists must take new entries: the save is staged beside the target.
     ancestor = os.path.dirname(os.path.abspath(directory))
     while not os.path.exists(ancestor):
@@ -638,7 +683,9 @@ def save_recommender(recommender: Recommender, details: dict, directory: str) ->
     try:
         os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it private; a model folder needn't be
         tf.saved_model.save(
-            recommender, staging, signatures={"serving_default": recommender.recommend.get_concrete_function()}
+            recommender,
+            staging,
+            signatures={"serving_default": recommender.recommend.get_concrete_function()},
         )
         with open(os.path.join(staging, SAVED_RECOMMENDER_FILE), "w") as file:
             json.dump({"format": SAVED_RECOMMENDER_FORMAT, **details}, file, indent=1)
@@ -679,7 +726,9 @@ def load_recommender(directory: str):
     try:
         saved = tf.saved_model.load(directory)
     except Exception as error:  # A damaged or partial copy: say so rather than show TensorFlow's trace.
-        raise UsageError(f"--load-dir {directory} could not be loaded: {str(error).splitlines()[0]}") from None
+        raise UsageError(
+            f"--load-dir {directory} could not be loaded: {str(error).splitlines()[0]}"
+        ) from None
     return saved, details
 
 
@@ -690,24 +739,24 @@ def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def positive_int(text: str) -> int:
+def whole_number(text: str, minimum: int, maximum: int | None = None) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if maximum is None and value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+    if maximum is not None and not minimum <= value <= maximum:
+        raise argparse.ArgumentTypeError(f"must be from {minimum} to {maximum}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return whole_number(text, minimum=1)
 
 
 def seed_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 0 <= value < 2**32:  # what numpy's and TensorFlow's seeds accept
-        raise argparse.ArgumentTypeError(f"must be from 0 to {2**32 - 1}, got {value}")
-    return value
+    return whole_number(text, minimum=0, maximum=2**32 - 1)  # what numpy's and TensorFlow's seeds accept
 
 
 def positive_float(text: str) -> float:
@@ -729,28 +778,41 @@ class ArgumentParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="recommend.py",
-        description="Train the TensorFlow Recommenders two-tower model on MovieLens 100k and recommend movies.",
+        description="Train the TensorFlow Recommenders two-tower model on MovieLens 100k; recommend movies.",
         allow_abbrev=False,
     )
     task = parser.add_mutually_exclusive_group(required=True)
     task.add_argument(
-        "--user", metavar="ID", help="the MovieLens user id to recommend for, e.g. 42 (required unless --evaluate)"
+        "--user",
+        metavar="ID",
+        help="the MovieLens user id to recommend for, e.g. 42 (required unless --evaluate)",
     )
     task.add_argument(
         "--evaluate",
         action="store_true",
-        help="train on the tutorial's 80%% split and compare with recommending the most popular movies (default: off)",
+        help="train on the tutorial's 80%% split and compare with recommending the most popular movies "
+        "(default: off)",
     )
-    parser.add_argument("--k", type=positive_int, default=10, metavar="N", help="how many movies to recommend (default: %(default)s)")
+    parser.add_argument(
+        "--k",
+        type=positive_int,
+        default=10,
+        metavar="N",
+        help="how many movies to recommend (default: %(default)s)",
+    )
     parser.add_argument(
         "--include-rated",
         action="store_true",
         help="also recommend movies the user has already rated (default: leave them out)",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table (default: off)")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON document instead of a table (default: off)"
+    )
     training = parser.add_argument_group("training (ignored with --load-dir, which reuses a trained model)")
     training.add_argument(
-        "--tuned", action="store_true", help="train with the tuned recipe instead of the tutorial's (default: off)"
+        "--tuned",
+        action="store_true",
+        help="train with the tuned recipe instead of the tutorial's (default: off)",
     )
     for flag, parse, name, metavar, meaning in [
         ("--epochs", positive_int, "epochs", "N", "passes over the ratings"),
@@ -761,7 +823,13 @@ def build_parser() -> argparse.ArgumentParser:
         tutorial, tuned = getattr(TUTORIAL, name), getattr(TUNED, name)
         default = f"{tutorial:g}" + (f"; {tuned:g} with --tuned" if tuned != tutorial else "")
         training.add_argument(flag, type=parse, metavar=metavar, help=f"{meaning} (default: {default})")
-    training.add_argument("--seed", type=seed_number, default=DEFAULT_SEED, metavar="N", help="seeds every random choice (default: %(default)s)")
+    training.add_argument(
+        "--seed",
+        type=seed_number,
+        default=DEFAULT_SEED,
+        metavar="N",
+        help="seeds every random choice (default: %(default)s)",
+    )
     parser.add_argument(
         "--data-dir",
         metavar="DIR",
@@ -770,7 +838,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     saving = parser.add_mutually_exclusive_group()
     saving.add_argument(
-        "--save-dir", metavar="DIR", help="after training, save the recommender here as a SavedModel (default: not saved)"
+        "--save-dir",
+        metavar="DIR",
+        help="after training, save the recommender here as a SavedModel (default: not saved)",
     )
     saving.add_argument(
         "--load-dir",
@@ -810,7 +880,9 @@ def describe_ids(ids) -> str:
     return ", ".join(parts[:5]) + (", ..." if len(parts) > 5 else "")
 
 
-def check_request(user_id: str, k: int, include_rated: bool, rated_counts: dict[str, int], catalogue_size: int) -> None:
+def check_request(
+    user_id: str, k: int, include_rated: bool, rated_counts: dict[str, int], catalogue_size: int
+) -> None:
     """Refuses an unknown user or a k larger than what can be recommended to them."""
     if user_id not in rated_counts:
         raise UsageError(f"user {user_id!r} is not in the data; user ids are {describe_ids(rated_counts)}")
@@ -820,7 +892,8 @@ def check_request(user_id: str, k: int, include_rated: bool, rated_counts: dict[
     if not include_rated and k > unrated:
         raise UsageError(
             f"--k {k} is more than the {unrated} movies user {user_id} has not rated "
-            f"(they rated {rated_counts[user_id]} of {catalogue_size}; --include-rated allows up to {catalogue_size})"
+            f"(they rated {rated_counts[user_id]} of {catalogue_size}; "
+            f"--include-rated allows up to {catalogue_size})"
         )
 
 
@@ -841,7 +914,9 @@ class Stopwatch:
         return "timings: " + ", ".join(parts) + f", total {sum(self.phases.values()):.1f}s"
 
 
-def print_recommendations(user_id: str, recommendations: list[dict], include_rated: bool, as_json: bool) -> None:
+def print_recommendations(
+    user_id: str, recommendations: list[dict], include_rated: bool, as_json: bool
+) -> None:
     if as_json:
         print(json.dumps({"user": user_id, "recommendations": recommendations}, ensure_ascii=False))
         return
@@ -896,7 +971,11 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
         details = {
             "catalogue_size": catalogue_size,
             "rated_counts": rated_counts,
-            "training": {"recipe": "tuned" if args.tuned else "tutorial", "seed": args.seed, **dataclasses.asdict(recipe)},
+            "training": {
+                "recipe": "tuned" if args.tuned else "tutorial",
+                "seed": args.seed,
+                **dataclasses.asdict(recipe),
+            },
         }
         save_recommender(recommender, details, args.save_dir)
         progress(f"Saved the recommender to {args.save_dir}")
@@ -904,10 +983,19 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
 
 
 def run_load(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
-    ignored = [flag for flag, value in [
-        ("--tuned", args.tuned), ("--epochs", args.epochs), ("--embedding-dim", args.embedding_dim),
-        ("--learning-rate", args.learning_rate), ("--batch-size", args.batch_size),
-        ("--seed", args.seed != DEFAULT_SEED), ("--data-dir", args.data_dir)] if value]
+    ignored = [
+        flag
+        for flag, value in [
+            ("--tuned", args.tuned),
+            ("--epochs", args.epochs),
+            ("--embedding-dim", args.embedding_dim),
+            ("--learning-rate", args.learning_rate),
+            ("--batch-size", args.batch_size),
+            ("--seed", args.seed != DEFAULT_SEED),
+            ("--data-dir", args.data_dir),
+        ]
+        if value
+    ]
     recommender, details = load_recommender(args.load_dir)
     if ignored:
         progress(f"note: {', '.join(ignored)} ignored: the recommender in {args.load_dir} is already trained")
@@ -920,7 +1008,9 @@ def run_load(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
 
 def run_evaluate(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
     if args.load_dir is not None or args.save_dir is not None:
-        raise UsageError("--evaluate trains its own model on the 80% split; it cannot use --load-dir or --save-dir")
+        raise UsageError(
+            "--evaluate trains its own model on the 80% split; it cannot use --load-dir or --save-dir"
+        )
     data = load_movielens(args.data_dir)
     stopwatch.lap("load")
     results = evaluate(data, recipe_from(args), args.seed)
@@ -962,6 +1052,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Whoever read stdout has gone (`... | head`): point stdout at nothing so the final flush cannot
+        # fail too, and end as a program stopped by SIGPIPE would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     if args.timings:
         progress(stopwatch.report())
     return 0

@@ -51,7 +51,9 @@ def write_raw_movielens(folder) -> None:
     with open(os.path.join(folder, "u.item"), "w", encoding="iso-8859-1") as items:
         for movie_id, title in enumerate(MOVIE_TITLES, start=1):
             movie_ids.setdefault(title, movie_id)
-            items.write(f"{movie_id}|{title}|01-Jan-2001||http://example.invalid/|" + "|".join("0" * 19) + "\n")
+            items.write(
+                f"{movie_id}|{title}|01-Jan-2001||http://example.invalid/|" + "|".join("0" * 19) + "\n"
+            )
     with open(os.path.join(folder, "u.user"), "w") as users:
         users.writelines(f"{user}|30|F|other|00000\n" for user in USERS)
     with open(os.path.join(folder, "u.data"), "w") as ratings:
@@ -64,7 +66,9 @@ def tiny_tfds(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     write_raw_movielens(root / "extracted" / "ml-100k")
     # The builder would download ml-100k.zip and extract it; hand it the extracted tiny files instead.
-    with mock.patch.object(tfds.download.DownloadManager, "download_and_extract", return_value=str(root / "extracted")):
+    with mock.patch.object(
+        tfds.download.DownloadManager, "download_and_extract", return_value=str(root / "extracted")
+    ):
         for name in (recommend.RATINGS_DATASET, recommend.MOVIES_DATASET):
             tfds.builder(name, data_dir=str(root / "tfds")).download_and_prepare()
     return str(root / "tfds")

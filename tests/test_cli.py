@@ -46,7 +46,9 @@ def test_json_is_one_document_with_ranks_and_descending_scores(tiny_tfds, capsys
 
 
 def test_tuned_training_recommends_too(tiny_tfds, capsys):
-    status, out, err = run(capsys, "--user", "1", "--k", "3", "--tuned", "--json", "--data-dir", tiny_tfds, "--epochs", "2")
+    status, out, err = run(
+        capsys, "--user", "1", "--k", "3", "--tuned", "--json", "--data-dir", tiny_tfds, "--epochs", "2"
+    )
     assert status == 0
     assert len(json.loads(out)["recommendations"]) == 3
     assert "Adagrad 0.2" in err  # the tuned learning rate, with the tutorial's overridden epochs
@@ -54,7 +56,9 @@ def test_tuned_training_recommends_too(tiny_tfds, capsys):
 
 
 def test_timings_name_every_phase(tiny_tfds, capsys):
-    status, _, err = run(capsys, "--user", "1", "--k", "3", "--timings", "--data-dir", tiny_tfds, "--epochs", "1")
+    status, _, err = run(
+        capsys, "--user", "1", "--k", "3", "--timings", "--data-dir", tiny_tfds, "--epochs", "1"
+    )
     assert status == 0
     timings = [line for line in err.splitlines() if line.startswith("timings:")]
     assert len(timings) == 1
@@ -107,14 +111,16 @@ def test_a_user_or_evaluate_is_required(capsys):
 def test_an_unknown_user_is_refused_before_training(user, tiny_tfds, capsys):
     # One line and nothing else, so no training started either.
     assert_one_line_error(
-        *run(capsys, "--user", user, "--data-dir", tiny_tfds), f"user {user!r} is not in the data; user ids are 1-8"
+        *run(capsys, "--user", user, "--data-dir", tiny_tfds),
+        f"user {user!r} is not in the data; user ids are 1-8",
     )
 
 
 def test_k_larger_than_the_unrated_movies_is_refused_before_training(tiny_tfds, capsys):
     # The catalogue has 11 titles; user 1 rated 4 of them.
     assert_one_line_error(
-        *run(capsys, "--user", "1", "--k", "8", "--data-dir", tiny_tfds), "--k 8 is more than the 7 movies user 1 has not rated"
+        *run(capsys, "--user", "1", "--k", "8", "--data-dir", tiny_tfds),
+        "--k 8 is more than the 7 movies user 1 has not rated",
     )
 
 
@@ -126,7 +132,9 @@ def test_k_larger_than_the_catalogue_is_refused_with_include_rated(tiny_tfds, ca
 
 
 def test_k_can_be_every_unrated_movie(tiny_tfds, capsys):
-    status, out, _ = run(capsys, "--user", "1", "--k", "7", "--json", "--data-dir", tiny_tfds, "--epochs", "1")
+    status, out, _ = run(
+        capsys, "--user", "1", "--k", "7", "--json", "--data-dir", tiny_tfds, "--epochs", "1"
+    )
     assert status == 0
     assert len(json.loads(out)["recommendations"]) == 7
 
@@ -134,7 +142,13 @@ def test_k_can_be_every_unrated_movie(tiny_tfds, capsys):
 def test_help_shows_the_tutorial_defaults(capsys):
     status, out, _ = run(capsys, "--help")
     assert status == 0
-    for default in ("(default: 10)", "(default: 3; 7 with --tuned)", "(default: 64)", "(default: 4096)", "(default: 42)"):
+    for default in (
+        "(default: 10)",
+        "(default: 3; 7 with --tuned)",
+        "(default: 64)",
+        "(default: 4096)",
+        "(default: 42)",
+    ):
         assert default in out
 
 
@@ -155,7 +169,18 @@ def test_the_script_run_as_a_program_prints_only_its_answer(tiny_tfds):
     """stdout carries the JSON alone, and TensorFlow's C++ start-up lines never reach stderr."""
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recommend.py")
     completed = subprocess.run(
-        [sys.executable, script, "--user", "1", "--k", "3", "--json", "--data-dir", tiny_tfds, *TINY_TRAINING],
+        [
+            sys.executable,
+            script,
+            "--user",
+            "1",
+            "--k",
+            "3",
+            "--json",
+            "--data-dir",
+            tiny_tfds,
+            *TINY_TRAINING,
+        ],
         capture_output=True,
         text=True,
     )

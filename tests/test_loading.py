@@ -1,4 +1,4 @@
-"""Loading MovieLens through TFDS, offline: what the loader reads, and clear failures when there is nothing."""
+"""Loading MovieLens through TFDS, offline: what the loader reads, and clear failures without data."""
 
 import os
 import socket
@@ -33,7 +33,9 @@ def test_load_reads_exactly_what_tfds_load_gives(tiny_tfds):
 
 def test_load_finds_the_tiny_datasets_ratings_and_titles(tiny_tfds):
     data = recommend.load_movielens(tiny_tfds)
-    pairs = sorted(zip((user.decode() for user in data.user_ids), (title.decode() for title in data.movie_titles)))
+    pairs = sorted(
+        zip((user.decode() for user in data.user_ids), (title.decode() for title in data.movie_titles))
+    )
     assert pairs == sorted(tiny_ratings())
     # The catalogue lists each title once (Déjà Vu is two movie ids), sorted, decoded from UTF-8.
     assert [title.decode() for title in data.catalogue] == sorted(set(MOVIE_TITLES))

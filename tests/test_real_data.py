@@ -84,7 +84,10 @@ def tutorial_split(real_movielens):
     shuffled = ratings.shuffle(100_000, seed=42, reshuffle_each_iteration=False)
     train = shuffled.take(80_000).batch(80_000).get_single_element()
     test = shuffled.skip(80_000).take(20_000).batch(20_000).get_single_element()
-    return ((train["user_id"].numpy(), train["movie_title"].numpy()), (test["user_id"].numpy(), test["movie_title"].numpy()))
+    return (
+        (train["user_id"].numpy(), train["movie_title"].numpy()),
+        (test["user_id"].numpy(), test["movie_title"].numpy()),
+    )
 
 
 def test_load_reads_the_same_ratings_as_tfds_load(real_movielens):
@@ -97,8 +100,12 @@ def test_the_split_is_the_tutorials(real_movielens):
     (train_users, train_titles), (test_users, test_titles) = tutorial_split(real_movielens)
     data = recommend.load_movielens()
     train_rows, test_rows = recommend.split_like_the_tutorial(data)
-    assert list(zip(data.user_ids[train_rows], data.movie_titles[train_rows])) == list(zip(train_users, train_titles))
-    assert list(zip(data.user_ids[test_rows], data.movie_titles[test_rows])) == list(zip(test_users, test_titles))
+    assert list(zip(data.user_ids[train_rows], data.movie_titles[train_rows])) == list(
+        zip(train_users, train_titles)
+    )
+    assert list(zip(data.user_ids[test_rows], data.movie_titles[test_rows])) == list(
+        zip(test_users, test_titles)
+    )
 
 
 def test_most_popular_matches_an_independent_computation(evaluation, real_movielens):

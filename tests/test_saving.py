@@ -25,7 +25,9 @@ def saved(tiny_tfds, tmp_path, capsys):
     target = str(tmp_path / "models" / "tiny")
     answers = {}
     for question in QUESTIONS:
-        status, out, err = run(capsys, *question, "--data-dir", tiny_tfds, *TINY_TRAINING, "--save-dir", target)
+        status, out, err = run(
+            capsys, *question, "--data-dir", tiny_tfds, *TINY_TRAINING, "--save-dir", target
+        )
         answers[tuple(question)] = (status, out, err.splitlines()[-1])
     return target, answers
 
@@ -53,7 +55,10 @@ def test_loading_needs_neither_the_dataset_nor_training(saved, capsys, monkeypat
 
 def test_the_saved_model_is_a_plain_savedmodel_another_program_can_serve(saved):
     target, answers = saved
-    expected = [item["title"] for item in json.loads(answers[("--user", "5", "--k", "3", "--json")][1])["recommendations"]]
+    expected = [
+        item["title"]
+        for item in json.loads(answers[("--user", "5", "--k", "3", "--json")][1])["recommendations"]
+    ]
     program = (
         "import sys, tensorflow as tf\n"
         "serve = tf.saved_model.load(sys.argv[1]).signatures['serving_default']\n"
@@ -71,7 +76,9 @@ def test_the_saved_model_is_a_plain_savedmodel_another_program_can_serve(saved):
 def test_saving_over_a_saved_recommender_replaces_it(saved, tiny_tfds, capsys):
     target, answers = saved
     question = ["--user", "1", "--k", "7", "--json"]
-    status, retrained, _ = run(capsys, *question, "--data-dir", tiny_tfds, "--epochs", "1", "--seed", "5", "--save-dir", target)
+    status, retrained, _ = run(
+        capsys, *question, "--data-dir", tiny_tfds, "--epochs", "1", "--seed", "5", "--save-dir", target
+    )
     assert status == 0
     assert run(capsys, *question, "--load-dir", target)[1] == retrained
     with open(os.path.join(target, "recommender.json")) as file:
@@ -88,7 +95,9 @@ def test_an_interrupted_save_leaves_the_previous_model_untouched(saved, tiny_tfd
         raise KeyboardInterrupt
 
     monkeypatch.setattr(recommend.tf.saved_model, "save", interrupted_save)
-    status, _, err = run(capsys, "--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--epochs", "1", "--save-dir", target)
+    status, _, err = run(
+        capsys, "--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--epochs", "1", "--save-dir", target
+    )
     assert status == 130 and "interrupted" in err
     assert snapshot(target) == before
     assert sorted(os.listdir(os.path.dirname(target))) == ["tiny"]
@@ -105,7 +114,9 @@ def test_a_save_that_fails_while_swapping_puts_the_previous_model_back(saved, ti
         rename(source, destination)
 
     monkeypatch.setattr(recommend.os, "rename", interrupted_rename)
-    status, _, _ = run(capsys, "--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--epochs", "1", "--save-dir", target)
+    status, _, _ = run(
+        capsys, "--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--epochs", "1", "--save-dir", target
+    )
     assert status == 130
     assert snapshot(target) == before
     assert sorted(os.listdir(os.path.dirname(target))) == ["tiny"]
@@ -141,13 +152,17 @@ def test_a_folder_holding_other_files_is_refused_and_left_alone(tiny_tfds, tmp_p
     folder = tmp_path / "thesis"
     folder.mkdir()
     (folder / "chapter1.txt").write_text("precious")
-    status, out, err = run(capsys, "--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--save-dir", str(folder))
+    status, out, err = run(
+        capsys, "--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--save-dir", str(folder)
+    )
     assert_one_line_error(status, out, err, "not a saved recommender")
     assert os.listdir(folder) == ["chapter1.txt"]
     assert (folder / "chapter1.txt").read_text() == "precious"
 
 
-@pytest.mark.parametrize("kind, fragment", [("missing", "does not exist"), ("empty", "is empty"), ("foreign", "does not hold")])
+@pytest.mark.parametrize(
+    "kind, fragment", [("missing", "does not exist"), ("empty", "is empty"), ("foreign", "does not hold")]
+)
 def test_loading_from_a_folder_without_a_saved_recommender_is_refused(kind, fragment, tmp_path, capsys):
     folder = tmp_path / kind
     if kind != "missing":
@@ -161,12 +176,16 @@ def test_a_saved_recommender_that_is_damaged_is_refused(saved, capsys):
     target, _ = saved
     with open(os.path.join(target, "saved_model.pb"), "wb") as file:
         file.write(b"damaged")
-    assert_one_line_error(*run(capsys, "--user", "1", "--k", "3", "--load-dir", target), "could not be loaded")
+    assert_one_line_error(
+        *run(capsys, "--user", "1", "--k", "3", "--load-dir", target), "could not be loaded"
+    )
 
 
 def test_training_flags_with_load_dir_are_ignored_with_a_note(saved, capsys):
     target, answers = saved
-    status, out, err = run(capsys, "--user", "1", "--k", "7", "--epochs", "9", "--tuned", "--load-dir", target)
+    status, out, err = run(
+        capsys, "--user", "1", "--k", "7", "--epochs", "9", "--tuned", "--load-dir", target
+    )
     assert (status, out) == answers[("--user", "1", "--k", "7")][:2]
     assert "note: --tuned, --epochs ignored" in err
 

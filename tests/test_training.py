@@ -17,7 +17,9 @@ def train_tiny(recipe=TINY_RECIPE, seed=0):
     tf.keras.utils.set_random_seed(seed)
     user_ids_vocabulary, movie_titles_vocabulary = recommend.build_vocabularies(data)
     model = recommend.build_model(user_ids_vocabulary, movie_titles_vocabulary, data.catalogue, recipe)
-    recommend.train(model, recommend.training_features(data.user_ids, data.movie_titles, recipe), recipe, seed)
+    recommend.train(
+        model, recommend.training_features(data.user_ids, data.movie_titles, recipe), recipe, seed
+    )
     return recommend.build_index(model, data)
 
 
@@ -78,4 +80,6 @@ def test_sampling_probabilities_are_each_movies_share_of_the_training_ratings():
     features = recommend.training_features(user_ids, movie_titles, recipe)
     # Heat is 3 of the 4 ratings, Fargo 1 of 4.
     np.testing.assert_allclose(features["sampling_probability"], [0.75, 0.75, 0.75, 0.25])
-    assert "sampling_probability" not in recommend.training_features(user_ids, movie_titles, recommend.TUTORIAL)
+    assert "sampling_probability" not in recommend.training_features(
+        user_ids, movie_titles, recommend.TUTORIAL
+    )
