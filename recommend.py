@@ -27,6 +27,7 @@ Run it:
 import argparse
 import contextlib
 import dataclasses
+import functools
 import gc
 import json
 import math
@@ -153,11 +154,16 @@ class MovieLens:
     movie_titles: np.ndarray  # which movie each rating is for
     movies: np.ndarray  # the title of every movie id, as the movies dataset lists them (1,682 ids)
 
-    @property
+    @functools.cached_property
     def catalogue(self) -> np.ndarray:
         # 18 titles belong to two movie ids each. The towers know movies by title, so both ids share one
         # embedding: recommending each distinct title once keeps the list free of repeats.
         return np.unique(self.movies)
+
+    @functools.cached_property
+    def rated_pairs(self) -> np.ndarray:
+        """Every distinct (user, title) rating as b"user<TAB>title", sorted."""
+        return np.unique([user + b"\t" + title for user, title in zip(self.user_ids, self.movie_titles)])
 
 
 # 1. Load ----------------------------------------------------------------------------------------------
@@ -480,17 +486,12 @@ def build_index(model: MovieLensModel, data: MovieLens) -> Recommender:
     # The catalogue is sorted by title, and top-k keeps the earlier of two equal scores, so ties always
     # resolve alphabetically.
     index.index(candidates=model.movie_model(catalogue), identifiers=tf.constant(catalogue))
-    return Recommender(index, rated_pairs(data), len(catalogue))
-
-
-def rated_pairs(data: MovieLens) -> np.ndarray:
-    """Every distinct (user, title) rating as b"user<TAB>title", sorted."""
-    return np.unique([user + b"\t" + title for user, title in zip(data.user_ids, data.movie_titles)])
+    return Recommender(index, data.rated_pairs, len(catalogue))
 
 
 def rated_titles_per_user(data: MovieLens) -> dict[str, int]:
     """How many distinct titles each user has rated, by user id."""
-    users, counts = np.unique([pair.split(b"\t")[0] for pair in rated_pairs(data)], return_counts=True)
+    users, counts = np.unique([pair.split(b"\t")[0] for pair in data.rated_pairs], return_counts=True)
     return {user.decode(): int(count) for user, count in zip(users, counts)}
 
 
