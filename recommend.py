@@ -771,6 +771,15 @@ def positive_float(text: str) -> float:
     return value
 
 
+# The options that override a field of the recipe: (flag, type, Recipe field, metavar, help).
+RECIPE_OPTIONS = [
+    ("--epochs", positive_int, "epochs", "N", "passes over the ratings"),
+    ("--embedding-dim", positive_int, "embedding_dim", "N", "numbers per user and per movie embedding"),
+    ("--learning-rate", positive_float, "learning_rate", "RATE", "Adagrad learning rate"),
+    ("--batch-size", positive_int, "batch_size", "N", "ratings per training step"),
+]
+
+
 class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
         # One line instead of argparse's usage block: the message is what the user needs to read.
@@ -816,12 +825,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train with the tuned recipe instead of the tutorial's (default: off)",
     )
-    for flag, parse, name, metavar, meaning in [
-        ("--epochs", positive_int, "epochs", "N", "passes over the ratings"),
-        ("--embedding-dim", positive_int, "embedding_dim", "N", "numbers per user and per movie embedding"),
-        ("--learning-rate", positive_float, "learning_rate", "RATE", "Adagrad learning rate"),
-        ("--batch-size", positive_int, "batch_size", "N", "ratings per training step"),
-    ]:
+    for flag, parse, name, metavar, meaning in RECIPE_OPTIONS:
         tutorial, tuned = getattr(TUTORIAL, name), getattr(TUNED, name)
         default = f"{tutorial:g}" + (f"; {tuned:g} with --tuned" if tuned != tutorial else "")
         training.add_argument(flag, type=parse, metavar=metavar, help=f"{meaning} (default: {default})")
@@ -859,9 +863,7 @@ def recipe_from(args: argparse.Namespace) -> Recipe:
     """The tutorial's or the tuned recipe, with whatever the command line set explicitly."""
     base = TUNED if args.tuned else TUTORIAL
     overrides = {
-        name: getattr(args, name)
-        for name in ("epochs", "embedding_dim", "learning_rate", "batch_size")
-        if getattr(args, name) is not None
+        name: getattr(args, name) for _, _, name, _, _ in RECIPE_OPTIONS if getattr(args, name) is not None
     }
     return dataclasses.replace(base, **overrides)
 
@@ -985,19 +987,9 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
 
 
 def run_load(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
-    ignored = [
-        flag
-        for flag, value in [
-            ("--tuned", args.tuned),
-            ("--epochs", args.epochs),
-            ("--embedding-dim", args.embedding_dim),
-            ("--learning-rate", args.learning_rate),
-            ("--batch-size", args.batch_size),
-            ("--seed", args.seed != DEFAULT_SEED),
-            ("--data-dir", args.data_dir),
-        ]
-        if value
-    ]
+    given = {flag: getattr(args, name) is not None for flag, _, name, _, _ in RECIPE_OPTIONS}
+    given.update({"--seed": args.seed != DEFAULT_SEED, "--data-dir": args.data_dir is not None})
+    ignored = (["--tuned"] if args.tuned else []) + [flag for flag, was_given in given.items() if was_given]
     recommender, details = load_recommender(args.load_dir)
     if ignored:
         progress(f"note: {', '.join(ignored)} ignored: the recommender in {args.load_dir} is already trained")
