@@ -29,13 +29,17 @@ import contextlib
 import dataclasses
 import functools
 import gc
+import hashlib
 import json
 import math
 import os
+import pathlib
 import shutil
 import sys
 import tempfile
 import time
+import urllib.parse
+import warnings
 
 # TensorFlow Recommenders is written for Keras 2. Since TensorFlow 2.16, `tf.keras` is Keras 3 unless
 # this is set before TensorFlow is imported; then `tf.keras` is the tf-keras package (Keras 2).
@@ -76,14 +80,18 @@ with native_stderr_captured():
     import tensorflow as tf
     import tensorflow_datasets as tfds
     import tensorflow_recommenders as tfrs
+    import tqdm
+    import urllib3
     from absl import logging as absl_logging
 
 IMPORTED_AT = time.perf_counter()
 
 RATINGS_DATASET = "movielens/100k-ratings"
 MOVIES_DATASET = "movielens/100k-movies"
-# A HEAD request that has not answered by then will not download 5 MB in a useful time either.
-DOWNLOAD_CHECK_TIMEOUT_SECONDS = 10
+# A server silent for this long is not going to send 5 MB in a useful time either; TFDS alone would
+# retry for minutes.
+DOWNLOAD_TIMEOUT_SECONDS = 10
+DOWNLOAD_CHUNK_BYTES = 1 << 16
 # The tutorial's held-out evaluation: shuffle once with these seeds, train on 80%, test on 20%.
 SPLIT_SEED = 42
 TRAIN_SIZE = 80_000
@@ -169,16 +177,18 @@ class MovieLens:
 # 1. Load ----------------------------------------------------------------------------------------------
 
 
-def load_movielens(data_dir: str | None = None) -> MovieLens:
+def load_movielens(data_dir: str | None = None, download_url: str | None = None) -> MovieLens:
     """Reads who rated which movie, and every movie's title, from TensorFlow Datasets."""
-    ratings = read_text_features(RATINGS_DATASET, ("user_id", "movie_title"), data_dir)
-    movies = read_text_features(MOVIES_DATASET, ("movie_title",), data_dir)
+    ratings = read_text_features(RATINGS_DATASET, ("user_id", "movie_title"), data_dir, download_url)
+    movies = read_text_features(MOVIES_DATASET, ("movie_title",), data_dir, download_url)
     return MovieLens(
         user_ids=ratings["user_id"], movie_titles=ratings["movie_title"], movies=movies["movie_title"]
     )
 
 
-def read_text_features(name: str, features: tuple[str, ...], data_dir: str | None) -> dict[str, np.ndarray]:
+def read_text_features(
+    name: str, features: tuple[str, ...], data_dir: str | None, download_url: str | None = None
+) -> dict[str, np.ndarray]:
     """Reads a few text features of every example of a TFDS dataset, preparing the dataset if needed.
 
     This gives what `tfds.load(name, split="train")` gives, in the same order, only faster. TFDS parses
@@ -187,7 +197,7 @@ def read_text_features(name: str, features: tuple[str, ...], data_dir: str | Non
     so read them whole and parse every example in one batched call instead (0.3 s).
     """
     builder = tfds.builder(name, data_dir=data_dir)
-    prepare_dataset(builder)
+    prepare_dataset(builder, download_url)
     if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
         # Prepared in another format (ArrayRecord, say): read it the standard way, one example at a time.
         dataset = builder.as_dataset(
@@ -206,71 +216,45 @@ def read_text_features(name: str, features: tuple[str, ...], data_dir: str | Non
     return {feature: parsed[feature].numpy() for feature in features}
 
 
-def prepare_dataset(builder: tfds.core.DatasetBuilder) -> None:
-    """Makes sure TFDS has the dataset on disk, failing in seconds when it cannot get it.
+def prepare_dataset(builder: tfds.core.DatasetBuilder, download_url: str | None = None) -> None:
+    """Makes sure TFDS has the dataset on disk, fetching its archive first when it is not there.
 
-    Offline, TFDS retries a download ten times with back-off and gives up only after minutes, so check
-    first whether the file can be had at all: from TFDS's manual-download folder, or from its URL.
+    TFDS would download the archive itself, but offline it retries for minutes, and it gives up on a
+    server whose certificate has expired, as GroupLens's did in August 2026. So the archive is fetched
+    here (see "Downloading MovieLens" below) into TFDS's manual-download folder, where TFDS looks first
+    and checks it once more against its registered SHA-256.
     """
     if builder.is_prepared():
         return
-    url = builder.builder_config.download_url
-    filename = builder.url_infos[url].filename
-    manual_dir = builder.data_dir_root / "downloads" / "manual"
-
-    def unavailable(reason: str) -> DataUnavailableError:
-        return DataUnavailableError(no_data_message(builder.data_dir_root, url, filename, manual_dir, reason))
-
-    if not (manual_dir / filename).exists():
-        try:
-            # TFDS downloads with `requests` too, so this sees the same proxies and certificates.
-            requests.head(
-                url, timeout=DOWNLOAD_CHECK_TIMEOUT_SECONDS, allow_redirects=True
-            ).raise_for_status()
-        except requests.RequestException as error:
-            raise unavailable(f"{url}: {describe_download_failure(error)}") from None
+    archive = find_or_fetch_archive(builder, download_url)
     progress(
-        f"Downloading and preparing {builder.name}/{builder.builder_config.name} in {builder.data_dir_root}"
+        f"Preparing {builder.name}/{builder.builder_config.name} in {builder.data_dir_root} from {archive.name}"
     )
     try:
         # TFDS prints its "Downloading and preparing" banner on stdout, which is reserved for results.
         with contextlib.redirect_stdout(sys.stderr):
             builder.download_and_prepare()
     except Exception as error:  # Whatever went wrong, the ways out are the same.
-        raise unavailable(
-            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        ) from None
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataUnavailableError(no_data_message(builder, reason)) from None
 
 
-def describe_download_failure(error: requests.RequestException) -> str:
-    if isinstance(error, requests.exceptions.SSLError):
-        # GroupLens let its certificate expire in August 2026; say so plainly if that is the cause.
-        detail = "it has expired" if "expired" in str(error) else "TLS error"
-        return f"the server's certificate was refused ({detail})"
-    if isinstance(error, requests.exceptions.ProxyError):
-        return "could not connect to the proxy (HTTPS_PROXY)"
-    if isinstance(error, requests.exceptions.Timeout):
-        return f"no answer within {DOWNLOAD_CHECK_TIMEOUT_SECONDS} s"
-    if isinstance(error, requests.exceptions.ConnectionError):
-        return "could not connect (is this machine offline?)"
-    if isinstance(error, requests.exceptions.HTTPError):
-        return f"the server answered {error.response.status_code} {error.response.reason}"
-    return str(error)[:200]
-
-
-def no_data_message(data_dir_root, url: str, filename: str, manual_dir, reason: str) -> str:
+def no_data_message(builder: tfds.core.DatasetBuilder, reason: str) -> str:
+    url = builder.builder_config.download_url
+    filename = builder.url_infos[url].filename
     return (
-        f"MovieLens 100k is not in {data_dir_root}, and TensorFlow Datasets could not get it:\n"
+        f"MovieLens is not in {builder.data_dir_root}, and it could not be downloaded:\n"
         f"  {reason}\n"
         "Ways out:\n"
-        f"  - Download {filename} yourself, from\n"
+        f"  - Fetch {filename} from a mirror instead: --download-url https://<mirror>/{filename}\n"
+        "    (it is accepted only if its SHA-256 is the one TensorFlow Datasets registered).\n"
+        f"  - Or download {filename} yourself, from\n"
         f"      {url} or any mirror,\n"
         "    put it in\n"
-        f"      {manual_dir}/\n"
-        "    and run this again. TFDS checks the file against its registered SHA-256, so a copy from a\n"
-        "    mirror is safe.\n"
+        f"      {manual_download_dir(builder)}/\n"
+        "    and run this again.\n"
         "  - Or point --data-dir (or the TFDS_DATA_DIR environment variable) at a TensorFlow Datasets\n"
-        "    folder that already holds movielens/100k-ratings and movielens/100k-movies."
+        f"    folder that already holds {builder.name}/{builder.builder_config.name}."
     )
 
 
@@ -510,6 +494,203 @@ def recommend(recommender: Recommender, user_id: str, k: int, include_rated: boo
         {"rank": rank, "title": title.decode("utf-8"), "score": round(float(score), 4)}
         for rank, (title, score) in enumerate(zip(titles, scores), start=1)
     ]
+
+
+# Downloading MovieLens --------------------------------------------------------------------------------
+#
+# TensorFlow Datasets registers the SHA-256 of every MovieLens archive (its url_checksums/movielens.txt).
+# Bytes with that digest are the right bytes whoever served them, so a server whose certificate fails
+# verification (GroupLens's expired on 2026-08-28) or a mirror is safe to use: the digest is checked
+# before the archive is put where TFDS reads it, and bytes that do not match are deleted.
+
+
+class DownloadFailed(Exception):
+    """The archive could not be had; the message says why, in one line."""
+
+
+def manual_download_dir(builder: tfds.core.DatasetBuilder) -> pathlib.Path:
+    return pathlib.Path(builder.data_dir_root) / "downloads" / "manual"
+
+
+def find_or_fetch_archive(builder: tfds.core.DatasetBuilder, download_url: str | None) -> pathlib.Path:
+    """Returns the dataset's archive in TFDS's manual-download folder, verified, getting it if need be:
+    from a download TFDS made earlier, else from download_url, else from the URL TFDS knows."""
+    expected = builder.url_infos[builder.builder_config.download_url]
+    archive = manual_download_dir(builder) / expected.filename
+    if archive.exists():
+        received = sha256_of(archive)
+        if received != expected.checksum:
+            reason = (
+                f"{archive} is not the registered {expected.filename}: its SHA-256 is {received}, "
+                f"expected {expected.checksum}. Delete or replace it."
+            )
+            raise DataUnavailableError(no_data_message(builder, reason))
+        return archive
+    created = make_folders(archive.parent)
+    try:
+        earlier = find_earlier_download(pathlib.Path(builder.data_dir_root) / "downloads", expected)
+        if earlier is not None:
+            progress(f"Using the {expected.filename} that TensorFlow Datasets downloaded earlier: {earlier}")
+            save_verified(file_chunks(earlier), archive, expected, source=str(earlier))
+        else:
+            url = download_url or builder.builder_config.download_url
+            save_verified(download_chunks(url, expected), archive, expected, source=url)
+    except (DownloadFailed, requests.RequestException, OSError) as error:
+        remove_empty_folders(created)
+        if isinstance(error, requests.RequestException):
+            reason = describe_download_failure(download_url or builder.builder_config.download_url, error)
+        elif isinstance(error, OSError):
+            reason = f"could not write {archive.parent}: {error.strerror or error}"
+        else:
+            reason = str(error)
+        raise DataUnavailableError(no_data_message(builder, reason)) from None
+    except BaseException:
+        remove_empty_folders(created)
+        raise
+    return archive
+
+
+def save_verified(chunks, archive: pathlib.Path, expected, source: str) -> None:
+    """Writes the chunks beside archive and renames them into place only if their SHA-256 is the registered
+    one. Whatever happens, no partial file is left behind."""
+    digest = hashlib.sha256()
+    size = 0
+    partial = archive.with_name(f".{archive.name}.partial-{os.getpid()}")
+    try:
+        with open(partial, "wb") as file:
+            for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                file.write(chunk)
+        if digest.hexdigest() != expected.checksum:
+            raise DownloadFailed(
+                f"{source} sent {size:,} bytes with SHA-256 {digest.hexdigest()}, but {expected.filename} "
+                f"is registered as {expected.size:,} bytes with SHA-256 {expected.checksum}; refused and deleted"
+            )
+        os.replace(partial, archive)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def download_chunks(url: str, expected):
+    """Yields the bytes at url with a progress bar on stderr. A certificate that fails verification is
+    accepted, with a note, because save_verified checks the bytes themselves."""
+    try:
+        response = http_get(url, verify=True)
+    except requests.exceptions.SSLError as error:
+        problem = certificate_problem(error)
+        if problem is None:
+            raise
+        host = urllib.parse.urlsplit(url).hostname
+        progress(
+            f"certificate of {host} {problem}; accepting {expected.filename} on its registered SHA-256 instead"
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+            response = http_get(url, verify=False)
+    bar = tqdm.tqdm(
+        total=expected.size,
+        desc=f"Downloading {expected.filename}",
+        unit="B",
+        unit_scale=True,
+        file=sys.stderr,
+        # A bar that redraws is for a terminal; in a log file, a line every few seconds is enough.
+        mininterval=0.2 if sys.stderr.isatty() else 5,
+    )
+    with response, bar:
+        for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
+            bar.update(len(chunk))
+            yield chunk
+
+
+def http_get(url: str, verify: bool) -> requests.Response:
+    # TFDS downloads with `requests` too, so this sees the same proxies (HTTPS_PROXY, NO_PROXY) and
+    # certificate settings (REQUESTS_CA_BUNDLE). The timeout bounds each wait, not the whole download.
+    response = requests.get(url, stream=True, verify=verify, timeout=DOWNLOAD_TIMEOUT_SECONDS)
+    try:
+        response.raise_for_status()
+    except requests.HTTPError:
+        response.close()
+        raise
+    return response
+
+
+def certificate_problem(error: requests.exceptions.SSLError) -> str | None:
+    """What is wrong with the server's certificate, or None if the TLS error is something else."""
+    text = str(error)
+    if "CERTIFICATE_VERIFY_FAILED" not in text:
+        return None
+    for marker, problem in (
+        ("expired", "has expired"),
+        ("not yet valid", "is not valid yet"),
+        ("self-signed", "is self-signed"),
+        ("self signed", "is self-signed"),
+        ("Hostname mismatch", "is for another host"),
+        ("local issuer", "is not from an authority this machine trusts"),
+    ):
+        if marker in text:
+            return problem
+    return "could not be verified"
+
+
+def describe_download_failure(url: str, error: requests.RequestException) -> str:
+    if isinstance(error, requests.exceptions.ProxyError):
+        return f"{url}: could not connect to the proxy (HTTPS_PROXY)"
+    if isinstance(error, requests.exceptions.SSLError):
+        return f"{url}: TLS error"
+    if isinstance(error, requests.exceptions.Timeout):
+        return f"{url}: no answer within {DOWNLOAD_TIMEOUT_SECONDS} s"
+    if isinstance(
+        error, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)
+    ):
+        return f"{url}: the transfer broke off before the end"
+    if isinstance(error, requests.exceptions.ConnectionError):
+        return f"{url}: could not connect (is this machine offline?)"
+    if isinstance(error, requests.exceptions.HTTPError):
+        return f"{url}: the server answered {error.response.status_code} {error.response.reason}"
+    return f"{url}: {str(error)[:200]}"
+
+
+def find_earlier_download(downloads: pathlib.Path, expected) -> pathlib.Path | None:
+    """A complete copy of the archive that TFDS downloaded before a failed prepare, if there is one."""
+    for folder, subfolders, files in os.walk(downloads):
+        subfolders[:] = [name for name in subfolders if name not in ("manual", "extracted")]
+        for name in files:
+            path = pathlib.Path(folder, name)
+            if path.stat().st_size == expected.size and sha256_of(path) == expected.checksum:
+                return path
+    return None
+
+
+def file_chunks(path: pathlib.Path):
+    with open(path, "rb") as file:
+        while chunk := file.read(DOWNLOAD_CHUNK_BYTES):
+            yield chunk
+
+
+def sha256_of(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    for chunk in file_chunks(path):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def make_folders(folder: pathlib.Path) -> list[pathlib.Path]:
+    """Creates folder and its missing parents; returns the ones it created, outermost first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    missing.reverse()
+    for path in missing:
+        path.mkdir()
+    return missing
+
+
+def remove_empty_folders(folders: list[pathlib.Path]) -> None:
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 # Evaluation -------------------------------------------------------------------------------------------
@@ -771,6 +952,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def download_address(text: str) -> str:
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"expected an http:// or https:// address, got {text!r}")
+    return text
+
+
 # The options that override a field of the recipe: (flag, type, Recipe field, metavar, help).
 RECIPE_OPTIONS = [
     ("--epochs", positive_int, "epochs", "N", "passes over the ratings"),
@@ -841,6 +1029,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="TensorFlow Datasets folder holding (or to receive) MovieLens; ignored with --load-dir "
         "(default: TFDS_DATA_DIR, else ~/tensorflow_datasets)",
+    )
+    parser.add_argument(
+        "--download-url",
+        type=download_address,
+        metavar="URL",
+        help="fetch the MovieLens archive from this mirror (http or https) instead of GroupLens; it is "
+        "accepted only if its SHA-256 is the one TensorFlow Datasets registered (default: GroupLens)",
     )
     saving = parser.add_mutually_exclusive_group()
     saving.add_argument(
@@ -947,7 +1142,7 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
     if args.save_dir is not None:
         check_save_dir(args.save_dir)
     recipe = recipe_from(args)
-    data = load_movielens(args.data_dir)
+    data = load_movielens(args.data_dir, args.download_url)
     rated_counts = rated_titles_per_user(data)
     catalogue_size = len(data.catalogue)
     check_request(args.user, args.k, args.include_rated, rated_counts, catalogue_size)
@@ -988,7 +1183,13 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
 
 def run_load(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
     given = {flag: getattr(args, name) is not None for flag, _, name, _, _ in RECIPE_OPTIONS}
-    given.update({"--seed": args.seed != DEFAULT_SEED, "--data-dir": args.data_dir is not None})
+    given.update(
+        {
+            "--seed": args.seed != DEFAULT_SEED,
+            "--data-dir": args.data_dir is not None,
+            "--download-url": args.download_url is not None,
+        }
+    )
     ignored = (["--tuned"] if args.tuned else []) + [flag for flag, was_given in given.items() if was_given]
     recommender, details = load_recommender(args.load_dir)
     if ignored:
@@ -1005,7 +1206,7 @@ def run_evaluate(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
         raise UsageError(
             "--evaluate trains its own model on the 80% split; it cannot use --load-dir or --save-dir"
         )
-    data = load_movielens(args.data_dir)
+    data = load_movielens(args.data_dir, args.download_url)
     stopwatch.lap("load")
     results = evaluate(data, recipe_from(args), args.seed)
     stopwatch.lap("evaluation")

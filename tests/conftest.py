@@ -1,8 +1,11 @@
 """Shared test data: a tiny MovieLens with planted tastes, served through a mocked TFDS, and the real
 MovieLens 100k when TFDS can load it (through TFDS_DATA_DIR)."""
 
+import io
 import os
 import sys
+import tempfile
+import zipfile
 from unittest import mock
 
 import numpy as np
@@ -42,6 +45,17 @@ def tiny_movielens() -> "recommend.MovieLens":
         movie_titles=np.array([title.encode() for title in titles], dtype=object),
         movies=np.array([title.encode() for title in MOVIE_TITLES], dtype=object),
     )
+
+
+def tiny_archive() -> bytes:
+    """The tiny dataset as a zip laid out like GroupLens' ml-100k.zip (an ml-100k/ folder of u.* files)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        write_raw_movielens(os.path.join(scratch, "ml-100k"))
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for name in sorted(os.listdir(os.path.join(scratch, "ml-100k"))):
+                archive.write(os.path.join(scratch, "ml-100k", name), f"ml-100k/{name}")
+    return buffer.getvalue()
 
 
 def write_raw_movielens(folder) -> None:
