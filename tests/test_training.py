@@ -3,7 +3,9 @@
 import dataclasses
 
 import numpy as np
+import pytest
 import tensorflow as tf
+import tensorflow_recommenders as tfrs
 
 import recommend
 from conftest import ALPHA, BETA, PLANTED_MOVIE, PLANTED_USER, SHARED_TITLE, tiny_movielens
@@ -83,3 +85,40 @@ def test_sampling_probabilities_are_each_movies_share_of_the_training_ratings():
     assert "sampling_probability" not in recommend.training_features(
         user_ids, movie_titles, recommend.TUTORIAL
     )
+
+
+@pytest.mark.parametrize("with_sampling_correction", [False, True])
+def test_the_distinct_movie_softmax_is_retrievals_own_loss_with_the_same_gradients(with_sampling_correction):
+    # A batch of 300 ratings by 12 users of 20 movies, popularity skewed so most movies repeat many times.
+    rng = np.random.default_rng(7)
+    users = np.array([str(n).encode() for n in range(12)], dtype=object)
+    movies = np.array([f"Movie {n}".encode() for n in range(20)], dtype=object)
+    user_ids = users[rng.integers(0, 12, 300)]
+    movie_titles = movies[np.minimum(rng.zipf(1.6, 300) - 1, 19)]
+    data = recommend.MovieLens(user_ids=user_ids, movie_titles=movie_titles, movies=movies)
+    recipe = dataclasses.replace(
+        recommend.TUTORIAL, embedding_dim=8, sampling_correction=with_sampling_correction
+    )
+    tf.keras.utils.set_random_seed(1)
+    model = recommend.build_model(*recommend.build_vocabularies(data), data.catalogue, recipe)
+    features = recommend.training_features(user_ids, movie_titles, recipe)
+    probability = features.get("sampling_probability")
+    assert len(set(movie_titles)) < len(movie_titles) / 10  # many duplicates: the case that matters
+    variables = model.user_model.trainable_variables + model.movie_model.trainable_variables
+
+    with tf.GradientTape(persistent=True) as tape:
+        # TFRS's own in-batch softmax: every user against every rating's movie, labels on the diagonal.
+        tutorial = tfrs.tasks.Retrieval()(
+            model.user_model(user_ids),
+            model.movie_model(movie_titles),
+            candidate_sampling_probability=probability,
+            compute_metrics=False,
+        )
+        distinct = recommend.in_batch_softmax_loss(
+            model.user_model, model.movie_model, tf.constant(user_ids), tf.constant(movie_titles), probability
+        )
+    np.testing.assert_allclose(distinct.numpy(), tutorial.numpy(), rtol=1e-5)
+    for expected, got in zip(tape.gradient(tutorial, variables), tape.gradient(distinct, variables)):
+        np.testing.assert_allclose(
+            tf.convert_to_tensor(got), tf.convert_to_tensor(expected), rtol=1e-4, atol=1e-5
+        )
