@@ -34,6 +34,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import shutil
 import sys
 import tempfile
@@ -64,7 +65,7 @@ def native_stderr_captured():
         os.dup2(scratch.fileno(), 2)
         try:
             yield
-        except BaseException:
+        except Exception:
             os.dup2(saved_stderr, 2)
             scratch.seek(0)
             sys.stderr.write(scratch.read().decode(errors="replace"))
@@ -74,15 +75,22 @@ def native_stderr_captured():
             os.close(saved_stderr)
 
 
-with native_stderr_captured():
-    import numpy as np
-    import requests
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
-    import tensorflow_recommenders as tfrs
-    import tqdm
-    import urllib3
-    from absl import logging as absl_logging
+try:
+    with native_stderr_captured():
+        import numpy as np
+        import requests
+        import tensorflow as tf
+        import tensorflow_datasets as tfds
+        import tensorflow_recommenders as tfrs
+        import tqdm
+        import urllib3
+        from absl import logging as absl_logging
+except KeyboardInterrupt:
+    # Ctrl-C during the few seconds TensorFlow takes to import: end as main() ends any interrupt.
+    if __name__ != "__main__":
+        raise
+    print("recommend.py: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 IMPORTED_AT = time.perf_counter()
 
@@ -154,6 +162,14 @@ class DataUnavailableError(Exception):
     """MovieLens could not be loaded or downloaded: reported with the ways out, exit status 1."""
 
 
+class TrainingDiverged(Exception):
+    """The loss or the weights stopped being finite numbers: nothing is reported, exit status 1."""
+
+
+class SaveFailed(Exception):
+    """The recommender could not be written (a full disk, say); the target is as it was. Exit status 1."""
+
+
 @dataclasses.dataclass(frozen=True)
 class MovieLens:
     """MovieLens 100k as arrays of UTF-8 bytes, as TFDS stores them."""
@@ -196,8 +212,23 @@ def read_text_features(
     this whole program. A prepared TFDS dataset is a set of TFRecord files of tf.train.Example protos,
     so read them whole and parse every example in one batched call instead (0.3 s).
     """
-    builder = tfds.builder(name, data_dir=data_dir)
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as error:  # TFDS could not even read the prepared copy's description
+        folder = pathlib.Path(data_dir or tfds.core.constants.get_default_data_dir()) / name
+        raise DataUnavailableError(damaged_data_message(name, folder, error)) from None
     prepare_dataset(builder, download_url)
+    try:
+        return read_prepared_features(builder, features)
+    except (tf.errors.OpError, OSError, ValueError) as error:
+        raise DataUnavailableError(
+            damaged_data_message(name, pathlib.Path(builder.data_dir).parent, error)
+        ) from None
+
+
+def read_prepared_features(
+    builder: tfds.core.DatasetBuilder, features: tuple[str, ...]
+) -> dict[str, np.ndarray]:
     if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
         # Prepared in another format (ArrayRecord, say): read it the standard way, one example at a time.
         dataset = builder.as_dataset(
@@ -237,6 +268,21 @@ def prepare_dataset(builder: tfds.core.DatasetBuilder, download_url: str | None 
     except Exception as error:  # Whatever went wrong, the ways out are the same.
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DataUnavailableError(no_data_message(builder, reason)) from None
+
+
+def damaged_data_message(name: str, dataset_folder: pathlib.Path, error: Exception) -> str:
+    """Says which prepared dataset cannot be read, and that preparing it afresh is the way out."""
+    detail = (getattr(error, "message", None) or str(error) or type(error).__name__).strip().splitlines()[0]
+    # TensorFlow wraps its messages in the name of the graph function and op that failed: drop those.
+    detail = re.sub(r"^\{\{[^}]*\}\}\s*|\s*\[Op:[^\]]*\].*$", "", detail)
+    return (
+        f"The prepared copy of {name} cannot be read:\n"
+        f"  {detail[:300]}\n"
+        "Its files may be damaged, truncated or left from an interrupted prepare. Delete\n"
+        f"  {dataset_folder}\n"
+        "and run again: TensorFlow Datasets then prepares it afresh (from the archive in its\n"
+        "downloads/manual/ folder if that is there, else downloading it)."
+    )
 
 
 def no_data_message(builder: tfds.core.DatasetBuilder, reason: str) -> str:
@@ -413,6 +459,52 @@ def training_features(
     return features
 
 
+def training_memory_bytes(num_users: int, num_movies: int, embedding_dim: int, batch_size: int) -> int:
+    """A generous estimate of the memory training holds at once, in bytes (float32 numbers).
+
+    The embedding tables (one row per user and per movie, plus each vocabulary's unknown row) come three
+    times over: the weights, their gradients and Adagrad's accumulators. A batch adds its scores, distinct
+    users x distinct movies, and its gathered embeddings, each kept a few times for the softmax and its
+    gradient. The score matrix is what the distinct-movie softmax keeps small: never more than
+    users x catalogue, however large the batch.
+    """
+    float_bytes, copies = 4, 4
+    tables = 3 * (num_users + 1 + num_movies + 1) * embedding_dim * float_bytes
+    scores = copies * min(batch_size, num_users) * min(batch_size, num_movies) * float_bytes
+    batch_embeddings = copies * batch_size * embedding_dim * float_bytes
+    return tables + scores + batch_embeddings
+
+
+def available_memory_bytes() -> int | None:
+    """Memory this process can still take: what the machine has available, or its container's limit if
+    that is lower. None where neither can be read (then nothing is refused in advance)."""
+    limits = []
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/meminfo") as meminfo:
+            limits += [int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:")]
+    with contextlib.suppress(OSError, ValueError):
+        with open("/sys/fs/cgroup/memory.max") as limit, open("/sys/fs/cgroup/memory.current") as used:
+            limit_text = limit.read().strip()
+            if limit_text != "max":
+                limits.append(int(limit_text) - int(used.read()))
+    if not limits:
+        with contextlib.suppress(ValueError, OSError, AttributeError):
+            limits.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    return min(limits) if limits else None
+
+
+def check_memory(recipe: Recipe, num_users: int, num_movies: int) -> None:
+    """Refuses, before any training, sizes that cannot fit in this machine's memory."""
+    need = training_memory_bytes(num_users, num_movies, recipe.embedding_dim, recipe.batch_size)
+    available = available_memory_bytes()
+    if available is not None and need > available:
+        raise UsageError(
+            f"--embedding-dim {recipe.embedding_dim} and --batch-size {recipe.batch_size} need about "
+            f"{need / 2**30:.1f} GiB of memory to train, more than the {available / 2**30:.1f} GiB available "
+            "here; choose smaller sizes"
+        )
+
+
 class EpochProgress(tf.keras.callbacks.Callback):
     """Reports each epoch's mean loss per rating on stderr, so stdout stays clean for the results."""
 
@@ -431,6 +523,31 @@ class EpochProgress(tf.keras.callbacks.Callback):
         )
 
 
+class StopWhenDiverged(tf.keras.callbacks.Callback):
+    """Stops training at the first step whose loss is not a finite number, and remembers the epoch.
+
+    Keras's own TerminateOnNaN does the stopping too, but prints its notice on stdout, which is for results.
+    """
+
+    diverged_in_epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not all(math.isfinite(float(logs[name])) for name in ("loss", "total_loss") if name in logs):
+            self.diverged_in_epoch = self.epoch
+            self.model.stop_training = True
+
+
+def first_non_finite_weight(model: tf.keras.Model) -> str | None:
+    """The name of a weight holding inf or NaN, or None when every number in the model is finite."""
+    for weight in model.weights:
+        if weight.dtype.is_floating and not np.isfinite(weight.numpy()).all():
+            return weight.name
+    return None
+
+
 def train(model: MovieLensModel, features: dict[str, np.ndarray], recipe: Recipe, seed: int) -> None:
     """Fits both towers with Adagrad on in-batch softmax."""
     num_examples = len(features["user_id"])
@@ -443,12 +560,22 @@ def train(model: MovieLensModel, features: dict[str, np.ndarray], recipe: Recipe
     if recipe.shuffle_each_epoch:
         ratings = ratings.shuffle(num_examples, seed=seed, reshuffle_each_iteration=True)
     model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=recipe.learning_rate))
+    divergence = StopWhenDiverged()
     model.fit(
         ratings.batch(recipe.batch_size).prefetch(tf.data.AUTOTUNE),
         epochs=recipe.epochs,
         verbose=0,
-        callbacks=[EpochProgress(num_examples)],
+        callbacks=[EpochProgress(num_examples), divergence],
     )
+    # A model whose numbers have overflowed ranks movies by NaN: refuse it rather than report it.
+    if divergence.diverged_in_epoch is not None or first_non_finite_weight(model) is not None:
+        epoch = divergence.diverged_in_epoch or recipe.epochs
+        raise TrainingDiverged(
+            f"training diverged in epoch {epoch}: the loss is no longer a finite number. The likely cause is "
+            f"the learning rate {recipe.learning_rate:g}, too large for these settings; try a smaller "
+            f"--learning-rate, such as {min(recipe.learning_rate / 10, TUTORIAL.learning_rate):g}. Nothing was "
+            "recommended, evaluated or saved."
+        )
 
 
 # 5. Index ---------------------------------------------------------------------------------------------
@@ -730,6 +857,7 @@ def remove_empty_folders(folders: list[pathlib.Path]) -> None:
 def evaluate(data: MovieLens, recipe: Recipe, seed: int) -> dict:
     """Trains on the tutorial's 80% split and compares the model with "most popular" on the other 20%."""
     train_rows, test_rows = split_like_the_tutorial(data)
+    check_memory(recipe, len(np.unique(data.user_ids)), len(data.catalogue))
     tf.keras.utils.set_random_seed(seed)
     user_ids_vocabulary, movie_titles_vocabulary = build_vocabularies(data)
     catalogue = data.catalogue
@@ -875,12 +1003,20 @@ def check_save_dir(directory: str) -> None:
         raise UsageError(
             f"--save-dir {directory} holds files that are not a saved recommender; not touching it"
         )
-    # The nearest folder that exists must take new entries: the save is staged beside the target.
-    ancestor = os.path.dirname(os.path.abspath(directory))
-    while not os.path.exists(ancestor):
-        ancestor = os.path.dirname(ancestor)
-    if not os.path.isdir(ancestor) or not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UsageError(f"--save-dir {directory} cannot be created: {ancestor} is not a writable folder")
+    # The save is staged in a new folder beside the target, so try exactly that, and undo it. Asking
+    # os.access instead is wrong for root, read-only mounts and pseudo file systems like /proc.
+    parent = pathlib.Path(os.path.abspath(directory)).parent
+    try:
+        created = make_folders(parent)
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.check-", dir=parent))
+        finally:
+            remove_empty_folders(created)
+    except OSError as error:
+        where = f" (making a folder in {os.path.dirname(error.filename)} failed)" if error.filename else ""
+        raise UsageError(
+            f"--save-dir {directory} cannot be created{where}: {error.strerror or error}"
+        ) from None
 
 
 def save_recommender(recommender: Recommender, details: dict, directory: str) -> None:
@@ -889,9 +1025,10 @@ def save_recommender(recommender: Recommender, details: dict, directory: str) ->
     Everything goes to a temporary folder beside the target first and is renamed into place only when
     complete, so an interrupted save leaves the previous model behind (or nothing), never half of one.
     """
-    directory = os.path.abspath(directory)
+    given, directory = directory, os.path.abspath(directory)
+    existed = os.path.exists(directory)
     parent = os.path.dirname(directory)
-    os.makedirs(parent, exist_ok=True)
+    created = make_folders(pathlib.Path(parent))
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.saving-", dir=parent)
     set_aside = os.path.join(parent, f".{os.path.basename(directory)}.replaced-{os.path.basename(staging)}")
     try:
@@ -913,8 +1050,15 @@ def save_recommender(recommender: Recommender, details: dict, directory: str) ->
             if os.path.exists(set_aside):
                 os.rename(set_aside, directory)
             raise
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        remove_empty_folders(created)
+        if isinstance(error, (OSError, tf.errors.OpError)):
+            reason = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
+            outcome = "the folder is as it was" if existed else "nothing was left behind"
+            raise SaveFailed(
+                f"could not save the recommender to {given}: {reason.strip().splitlines()[0]}; {outcome}"
+            ) from None
         raise
     shutil.rmtree(set_aside, ignore_errors=True)
 
@@ -1082,6 +1226,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--timings", action="store_true", help="print how long each phase took, on stderr (default: off)"
     )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full Python trace of an unexpected error instead of a one-line summary (default: off)",
+    )
     return parser
 
 
@@ -1169,7 +1318,15 @@ def print_evaluation(results: dict, as_json: bool) -> None:
         print(f"{metric:<14}{results['two_tower'][metric]:>10.4f}{results['most_popular'][metric]:>14.4f}")
 
 
+def check_data_dir(directory: str | None) -> None:
+    if directory is not None and (
+        not directory or (os.path.exists(directory) and not os.path.isdir(directory))
+    ):
+        raise UsageError(f"--data-dir {directory!r} is not a folder")
+
+
 def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
+    check_data_dir(args.data_dir)
     if args.save_dir is not None:
         check_save_dir(args.save_dir)
     recipe = recipe_from(args)
@@ -1182,6 +1339,7 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
     # One seed for Python, numpy and TensorFlow: the embeddings' starting values and the shuffling. On a
     # CPU that is enough for identical answers run after run; tf.config.experimental.enable_op_determinism()
     # gave the same numbers here at half again the training time.
+    check_memory(recipe, len(rated_counts), catalogue_size)
     tf.keras.utils.set_random_seed(args.seed)
     user_ids_vocabulary, movie_titles_vocabulary = build_vocabularies(data)
     stopwatch.lap("vocabularies")
@@ -1237,6 +1395,7 @@ def run_evaluate(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
         raise UsageError(
             "--evaluate trains its own model on the 80% split; it cannot use --load-dir or --save-dir"
         )
+    check_data_dir(args.data_dir)
     data = load_movielens(args.data_dir, args.download_url)
     stopwatch.lap("load")
     results = evaluate(data, recipe_from(args), args.seed)
@@ -1272,8 +1431,15 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
-    except DataUnavailableError as error:
+    except (DataUnavailableError, TrainingDiverged, SaveFailed) as error:
         print(f"{parser.prog}: {error}", file=sys.stderr)
+        return 1
+    except (tf.errors.ResourceExhaustedError, MemoryError) as error:
+        detail = (getattr(error, "message", None) or str(error) or "out of memory").strip().splitlines()[0]
+        print(
+            f"{parser.prog}: ran out of memory ({detail[:200]}); try a smaller --batch-size or --embedding-dim",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
@@ -1283,6 +1449,16 @@ def main(argv: list[str] | None = None) -> int:
         # fail too, and end as a program stopped by SIGPIPE would.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except Exception as error:  # A bug, or a failure nobody foresaw: summarise it, trace on request.
+        if args.debug:
+            raise
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(
+            f"{parser.prog}: unexpected {type(error).__name__}: {detail[:300]}\n"
+            "  Run again with --debug to see the full trace, and please report it.",
+            file=sys.stderr,
+        )
+        return 1
     if args.timings:
         progress(stopwatch.report())
     return 0

@@ -135,7 +135,7 @@ def test_a_save_dir_inside_a_file_is_refused_before_training(tiny_tfds, tmp_path
     (tmp_path / "plain-file").write_text("x")
     target = str(tmp_path / "plain-file" / "model")
     status, out, err = run(capsys, "--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--save-dir", target)
-    assert_one_line_error(status, out, err, "is not a writable folder")
+    assert_one_line_error(status, out, err, "cannot be created")
 
 
 def snapshot(directory):

@@ -1,0 +1,301 @@
+"""When resources or numbers fail: a clear message, the right exit status, nothing half-written, and
+never a traceback (divergence, memory, saving, damaged data, interrupts, the unexpected)."""
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+
+import recommend
+from test_cli import TINY_TRAINING, assert_one_line_error, run
+from test_saving import saved, snapshot  # noqa: F401  (saved is a fixture)
+
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recommend.py")
+
+
+def assert_clear_failure(status, out, err, expected_status, *fragments):
+    assert status == expected_status, err
+    assert out == ""
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err
+
+
+# Divergence ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"], ["--tuned"]])
+def test_a_learning_rate_far_too_large_stops_training_with_no_recommendations(extra, tiny_tfds, capsys):
+    status, out, err = run(
+        capsys,
+        "--user",
+        "1",
+        "--k",
+        "3",
+        "--data-dir",
+        tiny_tfds,
+        *TINY_TRAINING,
+        "--learning-rate",
+        "1e30",
+        *extra,
+    )
+    assert_clear_failure(status, out, err, 1, "training diverged", "learning rate 1e+30", "--learning-rate")
+    # Training stopped at the first bad epoch instead of running all 30.
+    assert "epoch 30/30" not in err
+    assert "nan" not in out.lower()
+
+
+def test_a_diverged_model_is_never_saved(tiny_tfds, tmp_path, capsys):
+    target = tmp_path / "model"
+    status, out, err = run(
+        capsys,
+        "--user",
+        "1",
+        "--k",
+        "3",
+        "--data-dir",
+        tiny_tfds,
+        *TINY_TRAINING,
+        "--learning-rate",
+        "1e30",
+        "--save-dir",
+        str(target),
+    )
+    assert_clear_failure(status, out, err, 1, "training diverged")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_diverged_model_is_never_evaluated(tiny_tfds, capsys, monkeypatch):
+    # --evaluate on the tiny data: the split sizes are the tutorial's, so shrink them to fit 39 ratings.
+    monkeypatch.setattr(recommend, "TRAIN_SIZE", 30)
+    monkeypatch.setattr(recommend, "TEST_SIZE", 9)
+    status, out, err = run(
+        capsys, "--evaluate", "--data-dir", tiny_tfds, *TINY_TRAINING, "--learning-rate", "1e30"
+    )
+    assert_clear_failure(status, out, err, 1, "training diverged")
+
+
+def test_weights_that_are_not_finite_count_as_divergence_even_if_the_last_loss_was_finite():
+    model = tf.keras.Sequential([tf.keras.Input(shape=(2,)), tf.keras.layers.Dense(1)])
+    assert recommend.first_non_finite_weight(model) is None
+    model.layers[0].kernel.assign([[float("inf")], [1.0]])
+    assert recommend.first_non_finite_weight(model) == model.layers[0].kernel.name
+
+
+# Memory ----------------------------------------------------------------------------------------------
+
+
+def test_sizes_that_cannot_fit_are_refused_in_seconds_with_the_need_and_the_limit(
+    tiny_tfds, capsys, monkeypatch
+):
+    monkeypatch.setattr(recommend, "available_memory_bytes", lambda: 8 * 2**30)
+    started = time.perf_counter()
+    status, out, err = run(
+        capsys, "--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--embedding-dim", "200000000"
+    )
+    assert time.perf_counter() - started < 30
+    assert_one_line_error(status, out, err, "--embedding-dim 200000000", "need about", "8.0 GiB")
+    assert "Training" not in err
+
+
+def test_the_estimate_counts_tables_optimizer_slots_and_the_batch_scores():
+    # 10 users and 20 movies (plus one unknown row each), 4 numbers each: weights, gradients and Adagrad's
+    # accumulators are 3 copies of (11 + 21) x 4 floats. A batch of 8 has at most 8 x 8 distinct scores,
+    # kept a few times over for the softmax and its gradient.
+    need = recommend.training_memory_bytes(num_users=10, num_movies=20, embedding_dim=4, batch_size=8)
+    tables = 3 * (11 + 21) * 4 * 4
+    assert tables < need < tables + 8 * 8 * 4 * 16 + 8 * 4 * 4 * 16
+
+
+def test_a_huge_batch_fits_because_only_distinct_users_and_movies_are_scored():
+    small = recommend.training_memory_bytes(num_users=943, num_movies=1664, embedding_dim=64, batch_size=4096)
+    huge = recommend.training_memory_bytes(
+        num_users=943, num_movies=1664, embedding_dim=64, batch_size=100_000
+    )
+    assert huge < 200 * 2**20  # megabytes, not the 40 GB of a 100,000 x 100,000 score matrix
+    assert small < huge
+
+
+def test_running_out_of_memory_anyway_ends_in_a_clear_message(tiny_tfds, capsys, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[4096,1664]")
+
+    monkeypatch.setattr(recommend, "train", out_of_memory)
+    status, out, err = run(capsys, "--user", "1", "--k", "3", "--data-dir", tiny_tfds)
+    assert_clear_failure(status, out, err, 1, "ran out of memory", "--batch-size", "--embedding-dim")
+
+
+# Saving ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/proc/recommend-model",  # a pseudo file system: nothing can be created there
+        "/proc/no/such/parent/model",  # a missing parent that cannot be made
+        "/sys/recommend-model",
+        "/dev/null/model",  # under a device, not a folder
+    ],
+)
+def test_a_save_dir_that_cannot_be_created_is_refused_before_training(target, tiny_tfds, capsys):
+    status, out, err = run(capsys, "--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--save-dir", target)
+    assert_one_line_error(status, out, err, f"--save-dir {target} cannot be created")
+    assert not os.path.exists(target)
+
+
+def test_the_save_dir_check_leaves_no_trace(tiny_tfds, tmp_path, capsys, monkeypatch):
+    # A refusal after the check (here: an unknown user) must not leave the folders the check tried out.
+    target = tmp_path / "new" / "deeper" / "model"
+    status, _, _ = run(capsys, "--user", "999", "--data-dir", tiny_tfds, "--save-dir", str(target))
+    assert status == 2
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_full_disk_during_the_save_keeps_the_previous_model(
+    saved, tiny_tfds, capsys, monkeypatch
+):  # noqa: F811
+    target, _ = saved
+    before = snapshot(target)
+
+    def disk_full(module, directory, **kwargs):
+        with open(os.path.join(directory, "saved_model.pb"), "wb") as file:
+            file.write(b"half written")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(recommend.tf.saved_model, "save", disk_full)
+    status, out, err = run(
+        capsys, "--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--epochs", "1", "--save-dir", target
+    )
+    assert status == 1
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        f"recommend.py: could not save the recommender to {target}: No space left on device; "
+        "the folder is as it was"
+    )
+    assert snapshot(target) == before
+    assert sorted(os.listdir(os.path.dirname(target))) == ["tiny"]  # no staging folder left behind
+
+
+# Damaged data ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def damaged_copy(tiny_tfds, tmp_path):
+    """A copy of the prepared tiny dataset, and the folder of its ratings' version 0.1.1."""
+    copy = tmp_path / "tfds"
+    shutil.copytree(tiny_tfds, copy)
+    return copy, copy / "movielens" / "100k-ratings"
+
+
+def record_files(folder):
+    return sorted(path for path in folder.rglob("*.tfrecord*"))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing", "garbage", "bad-metadata"])
+def test_damaged_prepared_files_name_the_folder_to_delete(damage, damaged_copy, capsys):
+    copy, ratings_folder = damaged_copy
+    records = record_files(ratings_folder)
+    assert records
+    if damage == "truncated":  # a copy cut short
+        content = records[0].read_bytes()
+        records[0].write_bytes(content[: len(content) // 2])
+    elif damage == "missing":  # a half-finished prepare, or a partial copy
+        for path in records:
+            path.unlink()
+    elif damage == "garbage":
+        records[0].write_bytes(b"\x00" * 100)
+    else:
+        next(ratings_folder.rglob("dataset_info.json")).write_text("{ not json")
+    status, out, err = run(capsys, "--user", "1", "--k", "3", "--data-dir", str(copy), *TINY_TRAINING)
+    assert_clear_failure(status, out, err, 1, f"Delete\n  {ratings_folder}\n", "run again")
+    assert "{{" not in err and "[Op:" not in err  # TensorFlow's internals are not the user's business
+
+
+# Interrupts ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("phase", ["read_text_features", "prepare_dataset", "train", "held_out_metrics"])
+def test_an_interrupt_in_any_phase_ends_with_status_130(phase, tiny_tfds, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recommend, phase, interrupted)
+    monkeypatch.setattr(recommend, "TRAIN_SIZE", 30)
+    monkeypatch.setattr(recommend, "TEST_SIZE", 9)
+    task = ["--evaluate"] if phase == "held_out_metrics" else ["--user", "1", "--k", "3"]
+    status, out, err = run(capsys, *task, "--data-dir", tiny_tfds, "--epochs", "1")
+    assert (status, out) == (130, "")
+    assert err.splitlines()[-1] == "recommend.py: interrupted"
+
+
+def test_ctrl_c_while_training_ends_the_program_with_status_130(tiny_tfds):
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            SCRIPT,
+            "--user",
+            "1",
+            "--k",
+            "3",
+            "--data-dir",
+            tiny_tfds,
+            "--epochs",
+            "100000",
+            "--batch-size",
+            "4",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # Wait until training has begun, then press Ctrl-C (SIGINT) as a user would.
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if line.startswith("  epoch 1/"):
+            break
+    process.send_signal(signal.SIGINT)
+    out, rest = process.communicate(timeout=60)
+    err = "".join(lines) + rest
+    assert process.returncode == 130, err
+    assert out == ""
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == "recommend.py: interrupted"
+
+
+# Everything else -------------------------------------------------------------------------------------
+
+
+def test_an_unexpected_error_is_one_short_message_with_the_way_to_the_trace(tiny_tfds, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("something nobody foresaw\nwith a second line")
+
+    monkeypatch.setattr(recommend, "build_index", broken)
+    status, out, err = run(capsys, "--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--epochs", "1")
+    assert_clear_failure(status, out, err, 1, "ValueError: something nobody foresaw", "--debug")
+    assert "second line" not in err
+    # With --debug the full trace is shown: the exception is not swallowed.
+    with pytest.raises(ValueError, match="nobody foresaw"):
+        recommend.main(["--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--epochs", "1", "--debug"])
+
+
+def test_the_unexpected_error_message_in_a_real_process(tiny_tfds, tmp_path):
+    # A --data-dir that is a file: TFDS fails in a way nobody special-cased; still no traceback.
+    plain_file = tmp_path / "not-a-folder"
+    plain_file.write_text("x")
+    completed = subprocess.run(
+        [sys.executable, SCRIPT, "--user", "1", "--k", "3", "--data-dir", str(plain_file)],
+        capture_output=True,
+        text=True,
+    )
+    assert completed.returncode in (1, 2)
+    assert completed.stdout == ""
+    assert "Traceback" not in completed.stderr
+    assert completed.stderr.startswith("recommend.py: ")
