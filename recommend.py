@@ -854,26 +854,40 @@ def remove_empty_folders(folders: list[pathlib.Path]) -> None:
 # Evaluation -------------------------------------------------------------------------------------------
 
 
-def evaluate(data: MovieLens, recipe: Recipe, seed: int) -> dict:
-    """Trains on the tutorial's 80% split and compares the model with "most popular" on the other 20%."""
+def evaluate(data: MovieLens, recipe: Recipe, seeds: list[int]) -> dict:
+    """Trains on the tutorial's 80% split, once per seed, and compares each model with "most popular" on the
+    other 20%. Returns the split's sizes, one dict of metrics per seed, and most-popular's metrics."""
     train_rows, test_rows = split_like_the_tutorial(data)
     check_memory(recipe, len(np.unique(data.user_ids)), len(data.catalogue))
-    tf.keras.utils.set_random_seed(seed)
     user_ids_vocabulary, movie_titles_vocabulary = build_vocabularies(data)
     catalogue = data.catalogue
-    two_tower = build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue, recipe)
-    train(
-        two_tower,
-        training_features(data.user_ids[train_rows], data.movie_titles[train_rows], recipe),
-        recipe,
-        seed,
-    )
+    features = training_features(data.user_ids[train_rows], data.movie_titles[train_rows], recipe)
+    two_tower_runs = []
+    for run_number, seed in enumerate(seeds, start=1):
+        if len(seeds) > 1:
+            progress(f"Run {run_number} of {len(seeds)}, seed {seed}")
+        tf.keras.utils.set_random_seed(seed)
+        two_tower = build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue, recipe)
+        train(two_tower, features, recipe, seed)
+        progress(f"Evaluating on {len(test_rows):,} held-out ratings")
+        two_tower_runs.append(held_out_metrics(two_tower, data, train_rows, test_rows))
+    # Most-popular learns nothing random, so one evaluation serves every seed.
     most_popular = build_most_popular_model(movie_titles_vocabulary, data.movie_titles[train_rows], catalogue)
-    progress(f"Evaluating on {len(test_rows):,} held-out ratings")
     return {
         "split": {"train": len(train_rows), "test": len(test_rows)},
-        "two_tower": held_out_metrics(two_tower, data, train_rows, test_rows),
+        "two_tower": two_tower_runs,
         "most_popular": held_out_metrics(most_popular, data, train_rows, test_rows),
+    }
+
+
+def spread(runs: list[dict]) -> dict:
+    """Each metric's mean and sample standard deviation over the runs (0 for a single run)."""
+    return {
+        metric: {
+            "mean": round(float(np.mean([run[metric] for run in runs])), 4),
+            "std": round(float(np.std([run[metric] for run in runs], ddof=1)) if len(runs) > 1 else 0.0, 4),
+        }
+        for metric in runs[0]
     }
 
 
@@ -1168,6 +1182,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: off)",
     )
     parser.add_argument(
+        "--repeat",
+        type=positive_int,
+        metavar="N",
+        help="with --evaluate: train N times, with seeds --seed to --seed+N-1, and report each metric's mean "
+        "and sample standard deviation (default: once, plain numbers)",
+    )
+    parser.add_argument(
         "--k",
         type=positive_int,
         default=10,
@@ -1313,9 +1334,18 @@ def print_evaluation(results: dict, as_json: bool) -> None:
         return
     split = results["split"]
     print(f"Held-out evaluation: trained on {split['train']:,} ratings, tested on {split['test']:,}")
-    print(f"{'metric':<14}{'two_tower':>10}{'most_popular':>14}")
+    if "repeat" in results:
+        seeds = results["seeds"]
+        print(f"Mean ± standard deviation over {results['repeat']} runs, seeds {seeds[0]} to {seeds[-1]}")
+
+    def cell(value) -> str:
+        return f"{value['mean']:.4f} ± {value['std']:.4f}" if isinstance(value, dict) else f"{value:.4f}"
+
+    width = max(len("most_popular"), *(len(cell(value)) for value in results["two_tower"].values()))
+    print(f"{'metric':<14}{'two_tower':>{width}}  {'most_popular':>{width}}")
     for metric in results["two_tower"]:
-        print(f"{metric:<14}{results['two_tower'][metric]:>10.4f}{results['most_popular'][metric]:>14.4f}")
+        two_tower, most_popular = cell(results["two_tower"][metric]), cell(results["most_popular"][metric])
+        print(f"{metric:<14}{two_tower:>{width}}  {most_popular:>{width}}")
 
 
 def check_data_dir(directory: str | None) -> None:
@@ -1391,6 +1421,10 @@ def run_load(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
 
 
 def run_evaluate(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
+    if args.repeat is not None and args.seed + args.repeat - 1 > 2**32 - 1:
+        raise UsageError(
+            f"--seed {args.seed} with --repeat {args.repeat} runs past the largest seed, 4294967295"
+        )
     if args.load_dir is not None or args.save_dir is not None:
         raise UsageError(
             "--evaluate trains its own model on the 80% split; it cannot use --load-dir or --save-dir"
@@ -1398,8 +1432,19 @@ def run_evaluate(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
     check_data_dir(args.data_dir)
     data = load_movielens(args.data_dir, args.download_url)
     stopwatch.lap("load")
-    results = evaluate(data, recipe_from(args), args.seed)
+    repeat = args.repeat or 1
+    results = evaluate(data, recipe_from(args), list(range(args.seed, args.seed + repeat)))
     stopwatch.lap("evaluation")
+    if args.repeat is None:
+        results["two_tower"] = results["two_tower"][0]
+    else:
+        # Most-popular is the same on every seed: its spread is honestly zero.
+        results.update(
+            repeat=repeat,
+            seeds=list(range(args.seed, args.seed + repeat)),
+            two_tower=spread(results["two_tower"]),
+            most_popular=spread([results["most_popular"]] * repeat),
+        )
     print_evaluation(results, args.json)
 
 
@@ -1422,6 +1467,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logs()
     stopwatch = Stopwatch()
     try:
+        if args.repeat is not None and not args.evaluate:
+            raise UsageError("--repeat repeats an --evaluate run; it does nothing for --user")
         if args.evaluate:
             run_evaluate(args, stopwatch)
         elif args.load_dir is not None:
