@@ -14,14 +14,18 @@ The workflow, one function per step, in the order they appear below:
     5. build_index          score every movie for a user (BruteForce), leaving out rated movies
     6. recommend            ask the index for one user's top k
 
-Around them: evaluate (held-out accuracy against recommending the most popular movies) and
-save_recommender / load_recommender (a SavedModel that answers without retraining).
+Around them, each in its own section after the six steps: downloading MovieLens on its registered
+SHA-256 (find_or_fetch_archive), evaluate (held-out accuracy against recommending the most popular
+movies, with its spread over seeds), save_recommender / load_recommender (a SavedModel that answers
+without retraining), and the command line, which turns every failure into one clear message.
 
 Run it:
 
     python recommend.py --user 42                  # train, then print user 42's top 10
     python recommend.py --user 42 --k 5 --json     # the same as one JSON document
     python recommend.py --evaluate                 # is the model better than "most popular"?
+    python recommend.py --evaluate --repeat 5      # ... and by more than the spread over five seeds?
+    python recommend.py --user 42 --download-url https://mirror.example/ml-100k.zip   # GroupLens down
 """
 
 import argparse
@@ -723,7 +727,7 @@ def save_verified(chunks, archive: pathlib.Path, expected, source: str) -> None:
         if digest.hexdigest() != expected.checksum:
             raise DownloadFailed(
                 f"{source} sent {size:,} bytes with SHA-256 {digest.hexdigest()}, but {expected.filename} "
-                f"is registered as {expected.size:,} bytes with SHA-256 {expected.checksum}; refused and deleted"
+                f"is registered as {int(expected.size):,} bytes with SHA-256 {expected.checksum}; refused and deleted"
             )
         os.replace(partial, archive)
     finally:
@@ -747,7 +751,7 @@ def download_chunks(url: str, expected):
             warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
             response = http_get(url, verify=False)
     bar = tqdm.tqdm(
-        total=expected.size,
+        total=int(expected.size),  # TFDS's Size type does not add to floats, as tqdm needs
         desc=f"Downloading {expected.filename}",
         unit="B",
         unit_scale=True,

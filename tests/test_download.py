@@ -156,15 +156,16 @@ def https_server(tmp_path_factory, no_proxy, monkeypatch):
 
 
 @pytest.fixture
-def registered(monkeypatch):
+def registered(monkeypatch, tmp_path_factory):
     """Registers the tiny archive's size and SHA-256 for an address, as TFDS registers the real one's, and
     makes that address MovieLens's download URL. Everything else that runs is the real code."""
     movielens_builder = type(tfds.builder(recommend.RATINGS_DATASET))
 
     def register(url, checksum=hashlib.sha256(ARCHIVE).hexdigest()):
-        info = tfds.core.download.checksums.UrlInfo(
-            size=len(ARCHIVE), checksum=checksum, filename="ml-100k.zip"
-        )
+        # Parsed by TFDS from a line of its own checksums format, exactly as it reads url_checksums/movielens.txt.
+        registry = tmp_path_factory.mktemp("checksums") / "movielens.txt"
+        registry.write_text(f"{url}\t{len(ARCHIVE)}\t{checksum}\tml-100k.zip\n")
+        info = tfds.core.download.checksums.load_url_infos(registry)[url]
         monkeypatch.setattr(movielens_builder, "url_infos", {url: info})
         for name in (recommend.RATINGS_DATASET, recommend.MOVIES_DATASET):
             monkeypatch.setattr(tfds.builder(name).builder_config, "_download_url", url)
