@@ -103,8 +103,10 @@ def test_bad_options_are_refused_in_one_line(argv, fragment, capsys):
     assert_one_line_error(*run(capsys, "--user", "1", *argv), fragment)
 
 
-def test_a_user_or_evaluate_is_required(capsys):
-    assert_one_line_error(*run(capsys), "one of the arguments --user --evaluate is required")
+def test_a_question_is_required(capsys):
+    assert_one_line_error(
+        *run(capsys), "one of the arguments --user --similar-to --liked --evaluate is required"
+    )
 
 
 @pytest.mark.parametrize("user", ["9999", "abc", "", " 1"])

@@ -1,0 +1,170 @@
+"""What the movie tower answers on its own: --similar-to, and --liked for a viewer the model never saw."""
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import recommend
+from conftest import ALPHA, BETA
+from test_cli import TINY_TRAINING, assert_one_line_error, run
+
+CATALOGUE = [
+    "Alpha 1 (2001)",
+    "Alpha 10 (2001)",
+    "Beta (2002)",
+    "Déjà Vu (1997)",
+    "Star Wars (1977)",
+    "Stargate (1994)",
+]
+
+
+@pytest.mark.parametrize(
+    "text, title",
+    [
+        ("Alpha 1 (2001)", "Alpha 1 (2001)"),  # exact, though "Alpha 1" alone would name two titles
+        ("STAR WARS", "Star Wars (1977)"),  # a part of exactly one title, in any case
+        ("  beta ", "Beta (2002)"),  # surrounding spaces do not count
+        ("(1994)", "Stargate (1994)"),
+        ("deja vu", "Déjà Vu (1997)"),  # accents need not be typed
+        ("DÉJÀ", "Déjà Vu (1997)"),
+    ],
+)
+def test_a_title_is_matched_exactly_or_by_a_unique_part(text, title):
+    assert recommend.match_title(text, CATALOGUE) == title
+
+
+def test_a_part_of_several_titles_is_refused_with_them_listed():
+    with pytest.raises(recommend.UsageError) as refused:
+        recommend.match_title("alpha 1", CATALOGUE)
+    assert str(refused.value) == (
+        "'alpha 1' is part of 2 titles: 'Alpha 1 (2001)', 'Alpha 10 (2001)'; give more of the title"
+    )
+
+
+def test_at_most_five_of_many_matches_are_listed():
+    many = [f"Gamma {n} (2003)" for n in range(1, 8)]
+    with pytest.raises(recommend.UsageError) as refused:
+        recommend.match_title("gamma", many)
+    assert "is part of 7 titles" in str(refused.value)
+    assert str(refused.value).count("Gamma") == 5 and ", ..." in str(refused.value)
+
+
+def test_a_title_matching_nothing_gets_close_candidates():
+    with pytest.raises(recommend.UsageError) as refused:
+        recommend.match_title("star wors", CATALOGUE)
+    message = str(refused.value)
+    assert message.startswith("no movie title matches 'star wors'; close titles: 'Star Wars (1977)'")
+    with pytest.raises(recommend.UsageError) as refused:
+        recommend.match_title("zzzz", CATALOGUE)
+    assert str(refused.value) == "no movie title matches 'zzzz'"
+
+
+@pytest.mark.parametrize("text", ["", "   "])
+def test_an_empty_title_is_refused(text):
+    with pytest.raises(recommend.UsageError, match="empty title"):
+        recommend.match_title(text, CATALOGUE)
+
+
+def test_nearest_movies_ranks_by_cosine_and_leaves_the_movie_out():
+    # By dot product "long" (a popular movie's long vector) would be nearest to "east"; by direction,
+    # "east-ish" is (cosine 0.995), then "long" (0.707), then "north" (0) and "west" (-1).
+    embeddings = tf.constant([[1.0, 0.0], [10.0, 10.0], [1.0, 0.1], [0.0, 1.0], [-1.0, 0.0]])
+    titles = tf.constant(["east", "long", "east-ish", "north", "west"])
+    result = recommend.nearest_movies(embeddings, titles, tf.constant([0], tf.int64), tf.constant(4))
+    assert [title.decode() for title in result["titles"][0].numpy()] == ["east-ish", "long", "north", "west"]
+    np.testing.assert_allclose(result["scores"][0], [1 / math.sqrt(1.01), 1 / math.sqrt(2), 0, -1], atol=1e-6)
+
+
+def test_fold_in_finds_the_vector_where_the_softmax_gradient_vanishes():
+    # Four movies at +-x and +-y; the viewer liked +x. By symmetry the vector is (a, 0), and the loss
+    # logsumexp(a, -a, 0, 0) - a + l2 a^2 is smallest where tanh(a / 2) + 2 l2 a = 1.
+    embeddings = tf.constant([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    l2 = 0.25
+    a, y = recommend.fold_in_viewer(embeddings, tf.constant([0], tf.int64), tf.constant(l2)).numpy()
+    assert abs(y) < 1e-6
+    assert math.tanh(a / 2) + 2 * l2 * a == pytest.approx(1.0, abs=1e-5)
+    # Liking +x twice is liking it with twice the weight against the same pull to zero: a longer vector.
+    twice = recommend.fold_in_viewer(embeddings, tf.constant([0, 0], tf.int64), tf.constant(l2)).numpy()
+    assert math.tanh(twice[0] / 2) + l2 * twice[0] == pytest.approx(1.0, abs=1e-5)
+
+
+def similar(capsys, tiny_tfds, *argv):
+    status, out, err = run(capsys, *argv, "--json", "--data-dir", tiny_tfds, *TINY_TRAINING)
+    assert status == 0, err
+    return json.loads(out)
+
+
+def test_similar_to_lists_the_rest_of_the_movies_group(tiny_tfds, capsys):
+    document = similar(capsys, tiny_tfds, "--similar-to", "alpha 3", "--k", "4")
+    assert document["title"] == "Alpha 3 (2001)"
+    assert {item["title"] for item in document["similar"]} == set(ALPHA) - {"Alpha 3 (2001)"}
+    scores = [item["score"] for item in document["similar"]]
+    assert scores == sorted(scores, reverse=True) and all(-1 <= score <= 1 for score in scores)
+    assert [item["rank"] for item in document["similar"]] == [1, 2, 3, 4]
+
+
+def test_similar_to_prints_a_table_and_never_lists_the_movie_itself(tiny_tfds, capsys):
+    status, out, _ = run(
+        capsys, "--similar-to", "Beta 2 (2002)", "--k", "10", "--data-dir", tiny_tfds, *TINY_TRAINING
+    )
+    assert status == 0
+    heading, columns, *rows = out.splitlines()
+    assert heading == "The 10 movies most similar to Beta 2 (2002) (cosine of their embeddings):"
+    assert columns.split() == ["rank", "title", "score"]
+    listed = [re.fullmatch(r"\s*\d+  (.+?)\s+-?\d\.\d\d", row).group(1) for row in rows]
+    assert len(listed) == 10 and "Beta 2 (2002)" not in listed
+    assert set(listed[:4]) == set(BETA) - {"Beta 2 (2002)"}
+
+
+def test_liking_two_films_of_a_group_surfaces_the_rest_of_it(tiny_tfds, capsys):
+    document = similar(capsys, tiny_tfds, "--liked", "Alpha 1 (2001)", "--liked", "alpha 2", "--k", "3")
+    assert document["liked"] == ["Alpha 1 (2001)", "Alpha 2 (2001)"]
+    assert {item["title"] for item in document["recommendations"]} == set(ALPHA[2:])
+    document = similar(capsys, tiny_tfds, "--liked", "beta 4", "--k", "4")
+    assert {item["title"] for item in document["recommendations"]} == set(BETA) - {"Beta 4 (2002)"}
+
+
+def test_include_rated_keeps_the_liked_films_in(tiny_tfds, capsys):
+    document = similar(
+        capsys, tiny_tfds, "--liked", "alpha 1", "--liked", "alpha 2", "--k", "5", "--include-rated"
+    )
+    assert {item["title"] for item in document["recommendations"]} == set(ALPHA)
+
+
+def test_a_title_named_twice_counts_once_with_a_note(tiny_tfds, capsys):
+    status, out, err = run(
+        capsys, "--liked", "alpha 1", "--liked", "Alpha 1 (2001)", "--k", "3", "--json",
+        "--data-dir", tiny_tfds, *TINY_TRAINING,
+    )  # fmt: skip
+    assert status == 0
+    assert json.loads(out)["liked"] == ["Alpha 1 (2001)"]
+    assert "note: 'Alpha 1 (2001)' was named more than once; it counts once" in err
+
+
+def test_the_liked_table_names_the_films(tiny_tfds, capsys):
+    status, out, _ = run(capsys, "--liked", "beta 1", "--k", "2", "--data-dir", tiny_tfds, *TINY_TRAINING)
+    assert status == 0
+    assert out.splitlines()[0] == "Top 2 movies for a viewer who liked Beta 1 (2002), leaving it out:"
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--similar-to", "gamma"], "no movie title matches 'gamma'"),
+        (["--similar-to", "alpha"], "'alpha' is part of 5 titles"),
+        (["--liked", "alpha 1", "--liked", "beta"], "'beta' is part of 5 titles"),
+        (["--liked", "deja vo"], "close titles: 'Déjà Vu (1997)'"),
+        (["--similar-to", "alpha 1", "--k", "11"], "--k 11 is more than the 10 other movies"),
+        (["--liked", "alpha 1", "--k", "11"], "--k 11 is more than the 10 movies left"),
+        (["--liked", "alpha 1", "--user", "1"], "not allowed with argument"),
+        (["--similar-to", "alpha 1", "--evaluate"], "not allowed with argument"),
+        (["--similar-to", "alpha 1", "--repeat", "2"], "--repeat repeats an --evaluate run"),
+    ],
+)
+def test_a_bad_question_is_refused_before_training(argv, fragment, tiny_tfds, capsys):
+    status, out, err = run(capsys, *argv, "--data-dir", tiny_tfds, *TINY_TRAINING)
+    assert_one_line_error(status, out, err, fragment)
