@@ -1484,7 +1484,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TITLE",
         help="list the movies most similar to this one: the cosine of their movie embeddings, since a "
         "vector's length mostly reflects popularity and its direction who watches it. TITLE is the exact "
-        "title or a case-insensitive part of exactly one, e.g. 'star wars'",
+        "title, or a part of exactly one in any case and without accents, e.g. 'star wars' or 'deja vu'",
     )
     task.add_argument(
         "--liked",
