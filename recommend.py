@@ -123,8 +123,8 @@ RANKING_CUTOFF = 10
 # twenty leave it unchanged to four decimals on MovieLens 100k, for two liked titles or ten.
 FOLD_IN_STEPS = 20
 # The tutorial recipe has no L2: stopping after three epochs is what keeps its vectors short. Fitting a
-# viewer to convergence has no such stop, so this much pull towards zero stands in for it.
-FOLD_IN_MIN_L2 = 1.0
+# viewer to convergence has no such stop, so the tuned recipe's pull towards zero stands in for it.
+FOLD_IN_DEFAULT_L2 = 0.3
 SAVED_RECOMMENDER_FILE = "recommender.json"
 SAVED_RECOMMENDER_FORMAT = "recommend.py saved recommender"
 # What tf.saved_model.save writes, plus recommender.json: a folder with anything else is not ours.
@@ -699,7 +699,9 @@ class Recommender(tf.Module):
         return rows
 
 
-def build_index(model: MovieLensModel, data: MovieLens, fold_in_l2: float = FOLD_IN_MIN_L2) -> Recommender:
+def build_index(
+    model: MovieLensModel, data: MovieLens, fold_in_l2: float = FOLD_IN_DEFAULT_L2
+) -> Recommender:
     """Embeds every movie once and indexes the embeddings for exact (brute-force) top-k search.
 
     fold_in_l2 is how strongly a new viewer's vector is held to zero (see fold_in_viewer)."""
@@ -818,10 +820,16 @@ def fold_in_viewer(movie_embeddings: tf.Tensor, liked_rows: tf.Tensor, l2: tf.Te
     return viewer
 
 
-def fold_in_l2_for(recipe: Recipe, num_ratings: int) -> float:
-    """The recipe's L2 as one user's row felt it in training: once per step, so steps-per-epoch times."""
-    steps_per_epoch = math.ceil(num_ratings / recipe.batch_size)
-    return max(recipe.embedding_l2 * steps_per_epoch, FOLD_IN_MIN_L2)
+def fold_in_l2_for(recipe: Recipe) -> float:
+    """How strongly a new viewer's vector is pulled towards zero: the recipe's L2 on each embedding row.
+
+    Training applies that L2 at every step, about 25 times an epoch, against each of a user's ratings
+    once an epoch. Counted that way, a viewer who names three films would be held to a vector so short
+    that the catalogue's hits came first whatever they named, as for a user who had watched only those
+    three. But three films named are a sample of someone's taste, not all they have ever seen, so the
+    coefficient is applied once.
+    """
+    return recipe.embedding_l2 or FOLD_IN_DEFAULT_L2
 
 
 def catalogue_titles(recommender) -> list[str]:
@@ -1759,7 +1767,7 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
     train(model, training_features(data.user_ids, data.movie_titles, recipe), recipe, args.seed, callbacks)
     stopwatch.lap("training")
 
-    recommender = build_index(model, data, fold_in_l2_for(recipe, len(data.user_ids)))
+    recommender = build_index(model, data, fold_in_l2_for(recipe))
     if log:
         log.write_projector(run, recommender.movie_embeddings, data.catalogue, data.movie_titles)
         progress(f"TensorBoard log in {run}; to see it: tensorboard --logdir {args.tensorboard}")
