@@ -1228,6 +1228,8 @@ def check_tensorboard_dir(directory: str) -> None:
                 f"--tensorboard {directory} holds files that are not TensorBoard logs "
                 f"({os.path.join(folder, strangers[0])}); not touching it"
             )
+    # Each run is a new folder inside it.
+    check_folder_can_be_made_in(pathlib.Path(os.path.abspath(directory)), "--tensorboard", directory)
 
 
 def read_movie_genres(data_dir: str | None) -> dict[bytes, list[str]]:
@@ -1239,6 +1241,18 @@ def read_movie_genres(data_dir: str | None) -> dict[bytes, list[str]]:
         listed = genres.setdefault(movie["movie_title"], [])
         listed += [names[label] for label in movie["movie_genres"] if names[label] not in listed]
     return genres
+
+
+@contextlib.contextmanager
+def log_write_failures(run: str):
+    """Turns a failed write into the failure the user is told of (a full disk, say), exit status 1."""
+    try:
+        yield
+    except (OSError, tf.errors.OpError) as error:
+        reason = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
+        raise SaveFailed(
+            f"could not write the TensorBoard log in {run}: {reason.strip().splitlines()[0]}"
+        ) from None
 
 
 class TensorBoardLog:
@@ -1269,15 +1283,20 @@ class TensorBoardLog:
 
     def write_held_out(self, run: str, results: dict[str, dict[str, float]], epoch: int) -> None:
         """Held-out metrics of each model, as scalars at the last epoch, under run/evaluation."""
-        with tf.summary.create_file_writer(os.path.join(run, "evaluation")).as_default():
-            for model_name, metrics in results.items():
-                for metric, value in metrics.items():
-                    tf.summary.scalar(f"{model_name}/{metric}", value, step=epoch)
+        with log_write_failures(run):
+            with tf.summary.create_file_writer(os.path.join(run, "evaluation")).as_default():
+                for model_name, metrics in results.items():
+                    for metric, value in metrics.items():
+                        tf.summary.scalar(f"{model_name}/{metric}", value, step=epoch)
 
     def write_projector(
         self, run: str, movie_embeddings: tf.Tensor, catalogue: np.ndarray, trained_titles: np.ndarray
     ) -> None:
         """The movie vectors, a metadata row per title, and the config that tells the projector of both."""
+        with log_write_failures(run):
+            self._write_projector(run, movie_embeddings, catalogue, trained_titles)
+
+    def _write_projector(self, run, movie_embeddings, catalogue, trained_titles) -> None:
         os.makedirs(run, exist_ok=True)
         titles, counts = np.unique(trained_titles, return_counts=True)
         ratings = dict(zip(titles, counts))
@@ -1324,9 +1343,14 @@ def check_save_dir(directory: str) -> None:
         raise UsageError(
             f"--save-dir {directory} holds files that are not a saved recommender; not touching it"
         )
-    # The save is staged in a new folder beside the target, so try exactly that, and undo it. Asking
-    # os.access instead is wrong for root, read-only mounts and pseudo file systems like /proc.
-    parent = pathlib.Path(os.path.abspath(directory)).parent
+    # The save is staged in a new folder beside the target, so try exactly that.
+    check_folder_can_be_made_in(pathlib.Path(os.path.abspath(directory)).parent, "--save-dir", directory)
+
+
+def check_folder_can_be_made_in(parent: pathlib.Path, flag: str, directory: str) -> None:
+    """Makes a folder in PARENT (and PARENT, if missing) and removes what it made; a UsageError if it
+    cannot. Asking os.access instead is wrong for root, read-only mounts and pseudo file systems like /proc.
+    """
     try:
         created = make_folders(parent)
         try:
@@ -1335,9 +1359,7 @@ def check_save_dir(directory: str) -> None:
             remove_empty_folders(created)
     except OSError as error:
         where = f" (making a folder in {os.path.dirname(error.filename)} failed)" if error.filename else ""
-        raise UsageError(
-            f"--save-dir {directory} cannot be created{where}: {error.strerror or error}"
-        ) from None
+        raise UsageError(f"{flag} {directory} cannot be created{where}: {error.strerror or error}") from None
 
 
 def save_recommender(recommender: Recommender, details: dict, directory: str) -> None:
@@ -1768,13 +1790,14 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
     stopwatch.lap("training")
 
     recommender = build_index(model, data, fold_in_l2_for(recipe))
-    if log:
-        log.write_projector(run, recommender.movie_embeddings, data.catalogue, data.movie_titles)
-        progress(f"TensorBoard log in {run}; to see it: tensorboard --logdir {args.tensorboard}")
     stopwatch.lap("indexing")
 
     answer(recommender, question, args)
     stopwatch.lap("query")
+
+    if log:
+        log.write_projector(run, recommender.movie_embeddings, data.catalogue, data.movie_titles)
+        progress(f"TensorBoard log in {run}; to see it: tensorboard --logdir {args.tensorboard}")
 
     if args.save_dir is not None:
         details = {

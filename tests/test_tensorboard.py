@@ -101,6 +101,30 @@ def test_a_file_is_refused_and_so_is_tensorboard_with_load_dir(tmp_path, capsys)
     assert sorted(os.listdir(tmp_path)) == ["file"]
 
 
+def test_a_folder_that_cannot_be_made_is_refused_before_training(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    status, out, err = run(capsys, "--user", "1", "--tensorboard", str(tmp_path / "file" / "logs"))
+    assert_one_line_error(status, out, err, "cannot be created", "Not a directory")
+
+
+def test_a_log_that_cannot_be_written_ends_in_a_clear_message(tiny_tfds, tmp_path, capsys, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(recommend.projector, "visualize_embeddings", disk_full)
+    status, out, err = run(
+        capsys, "--user", "1", "--k", "3", "--data-dir", tiny_tfds, *TINY_TRAINING,
+        "--tensorboard", str(tmp_path / "logs"),
+    )  # fmt: skip
+    assert status == 1
+    assert out.startswith("Top 3 movies for user 1")  # answered before the log was finished
+    last = err.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"recommend\.py: could not write the TensorBoard log in .*: No space left on device", last
+    )
+    assert "Traceback" not in err
+
+
 def test_the_metadata_copes_with_unusual_titles_and_missing_genres(tmp_path):
     catalogue = np.array([b"Known (2000)", b"No Year Here", b"Tab\there (1999)"], dtype=object)
     genres = {b"Known (2000)": ["Drama", "Comedy"], b"Tab\there (1999)": []}
