@@ -504,7 +504,10 @@ def available_memory_bytes() -> int | None:
         with open("/sys/fs/cgroup/memory.max") as limit, open("/sys/fs/cgroup/memory.current") as used:
             limit_text = limit.read().strip()
             if limit_text != "max":
-                limits.append(int(limit_text) - int(used.read()))
+                # The container's usage counts its file cache too, which the kernel gives back on demand.
+                with open("/sys/fs/cgroup/memory.stat") as stat:
+                    cache = sum(int(line.split()[1]) for line in stat if line.startswith("inactive_file "))
+                limits.append(int(limit_text) - int(used.read()) + cache)
     if not limits:
         with contextlib.suppress(ValueError, OSError, AttributeError):
             limits.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
@@ -870,30 +873,31 @@ def find_or_fetch_archive(builder: tfds.core.DatasetBuilder, download_url: str |
     from a download TFDS made earlier, else from download_url, else from the URL TFDS knows."""
     expected = builder.url_infos[builder.builder_config.download_url]
     archive = manual_download_dir(builder) / expected.filename
-    if archive.exists():
-        received = sha256_of(archive)
-        if received != expected.checksum:
-            reason = (
-                f"{archive} is not the registered {expected.filename}: its SHA-256 is {received}, "
-                f"expected {expected.checksum}. Delete or replace it."
-            )
-            raise DataUnavailableError(no_data_message(builder, reason))
-        return archive
-    created = make_folders(archive.parent)
+    url = download_url or builder.builder_config.download_url
+    created = []
     try:
+        if archive.exists():
+            received = sha256_of(archive)
+            if received != expected.checksum:
+                raise DownloadFailed(
+                    f"{archive} is not the registered {expected.filename}: its SHA-256 is {received}, "
+                    f"expected {expected.checksum}. Delete or replace it."
+                )
+            return archive
+        created = make_folders(archive.parent)
         earlier = find_earlier_download(pathlib.Path(builder.data_dir_root) / "downloads", expected)
         if earlier is not None:
             progress(f"Using the {expected.filename} that TensorFlow Datasets downloaded earlier: {earlier}")
             save_verified(file_chunks(earlier), archive, expected, source=str(earlier))
         else:
-            url = download_url or builder.builder_config.download_url
             save_verified(download_chunks(url, expected), archive, expected, source=url)
     except (DownloadFailed, requests.RequestException, OSError) as error:
         remove_empty_folders(created)
         if isinstance(error, requests.RequestException):
-            reason = describe_download_failure(download_url or builder.builder_config.download_url, error)
+            reason = describe_download_failure(url, error)
         elif isinstance(error, OSError):
-            reason = f"could not write {archive.parent}: {error.strerror or error}"
+            where = error.filename or archive.parent
+            reason = f"could not read or write {where}: {error.strerror or error}"
         else:
             reason = str(error)
         raise DataUnavailableError(no_data_message(builder, reason)) from None
@@ -914,10 +918,13 @@ def save_verified(chunks, archive: pathlib.Path, expected, source: str) -> None:
             for chunk in chunks:
                 digest.update(chunk)
                 size += len(chunk)
+                if size > int(expected.size):  # a wrong file, or an endless stream: stop filling the disk
+                    break
                 file.write(chunk)
         if digest.hexdigest() != expected.checksum:
             raise DownloadFailed(
-                f"{source} sent {size:,} bytes with SHA-256 {digest.hexdigest()}, but {expected.filename} "
+                f"{source} sent {'more than ' if size > int(expected.size) else ''}{size:,} bytes with "
+                f"SHA-256 {digest.hexdigest()}, but {expected.filename} "
                 f"is registered as {int(expected.size):,} bytes with SHA-256 {expected.checksum}; refused and deleted"
             )
         os.replace(partial, archive)
@@ -990,13 +997,15 @@ def describe_download_failure(url: str, error: requests.RequestException) -> str
     if isinstance(error, requests.exceptions.ProxyError):
         return f"{url}: could not connect to the proxy (HTTPS_PROXY)"
     if isinstance(error, requests.exceptions.SSLError):
-        return f"{url}: TLS error"
+        return f"{url}: TLS error ({str(error)[-160:]})"
     if isinstance(error, requests.exceptions.Timeout):
         return f"{url}: no answer within {DOWNLOAD_TIMEOUT_SECONDS} s"
     if isinstance(
         error, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)
     ):
         return f"{url}: the transfer broke off before the end"
+    if isinstance(error, requests.exceptions.ConnectionError) and "Read timed out" in str(error):
+        return f"{url}: the server stopped sending for {DOWNLOAD_TIMEOUT_SECONDS} s in the middle of the transfer"
     if isinstance(error, requests.exceptions.ConnectionError):
         return f"{url}: could not connect (is this machine offline?)"
     if isinstance(error, requests.exceptions.HTTPError):
@@ -1010,8 +1019,9 @@ def find_earlier_download(downloads: pathlib.Path, expected) -> pathlib.Path | N
         subfolders[:] = [name for name in subfolders if name not in ("manual", "extracted")]
         for name in files:
             path = pathlib.Path(folder, name)
-            if path.stat().st_size == expected.size and sha256_of(path) == expected.checksum:
-                return path
+            with contextlib.suppress(OSError):  # a file this user cannot read is not the one
+                if path.stat().st_size == expected.size and sha256_of(path) == expected.checksum:
+                    return path
     return None
 
 
@@ -1896,9 +1906,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as parser_exit:  # argparse exits for --help and for usage errors (already reported)
         return int(parser_exit.code or 0)
-    quiet_logs()
     stopwatch = Stopwatch()
     try:
+        quiet_logs()
         if args.repeat is not None and not args.evaluate:
             raise UsageError(
                 "--repeat repeats an --evaluate run; it does nothing for --user, --similar-to or --liked"

@@ -36,6 +36,13 @@ class ArchiveHandler(http.server.BaseHTTPRequestHandler):
             self.send_body(ARCHIVE)
         elif self.path == "/wrong/ml-100k.zip":
             self.send_body(OTHER_BYTES)
+        elif self.path == "/endless/ml-100k.zip":
+            # No length promised, and more bytes than any archive has: a misconfigured mirror.
+            self.send_response(200)
+            self.end_headers()
+            for _ in range(1000):
+                self.wfile.write(b"x" * 65536)
+            self.close_connection = True
         elif self.path == "/dies/ml-100k.zip":
             # Promises the whole archive, sends half of it, then hangs up.
             self.send_response(200)
@@ -250,6 +257,14 @@ def test_other_bytes_are_refused_with_both_checksums_and_deleted(http_server, re
     # Nothing of the refused download lingers to trip up the next run, which starts clean.
     status, out, err = recommend_after_download(capsys, tmp_path)
     assert status == 0, err
+
+
+def test_a_stream_longer_than_the_archive_is_cut_off_and_refused(http_server, registered, tmp_path, capsys):
+    registered(f"{http_server}/ml-100k.zip")
+    status, out, err = recommend_after_download(
+        capsys, tmp_path, "--download-url", f"{http_server}/endless/ml-100k.zip"
+    )
+    assert_refused_leaving_nothing(status, out, err, tmp_path, "sent more than", "refused and deleted")
 
 
 def test_a_server_that_dies_mid_transfer_leaves_nothing_behind(http_server, registered, tmp_path, capsys):

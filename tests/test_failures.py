@@ -15,7 +15,7 @@ import tensorflow as tf
 
 import recommend
 from test_cli import TINY_TRAINING, assert_one_line_error, run
-from test_saving import saved, snapshot  # noqa: F401  (saved is a fixture)
+from test_saving import snapshot
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recommend.py")
 
@@ -137,10 +137,10 @@ def test_the_save_dir_check_leaves_no_trace(tiny_tfds, tmp_path, capsys, monkeyp
     assert os.listdir(tmp_path) == []
 
 
-def test_a_full_disk_during_the_save_keeps_the_previous_model(
-    saved, tiny_tfds, capsys, monkeypatch
-):  # noqa: F811
-    target, _ = saved
+def test_a_full_disk_during_the_save_keeps_the_previous_model(tiny_tfds, tmp_path, capsys, monkeypatch):
+    target = str(tmp_path / "tiny")
+    first = ["--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--epochs", "1", "--save-dir", target]
+    assert run(capsys, *first)[0] == 0
     before = snapshot(target)
 
     def disk_full(module, directory, **kwargs):
