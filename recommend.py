@@ -46,8 +46,10 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 import unicodedata
 import urllib.parse
@@ -568,6 +570,31 @@ class StopWhenDiverged(tf.keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+@contextlib.contextmanager
+def stop_training_on_ctrl_c(model: tf.keras.Model):
+    """Ctrl-C stops training after the current step, the way Keras stops itself (model.stop_training),
+    and then interrupts the program. A KeyboardInterrupt raised in the middle of a TensorFlow step can
+    leave its input pipeline's threads waiting, and the program with them. A second Ctrl-C stops at once."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
+        yield
+        return
+    interrupted = False
+
+    def interrupt(signal_number, frame):
+        nonlocal interrupted
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted = model.stop_training = True
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        raise KeyboardInterrupt
+
+
 def first_non_finite_weight(model: tf.keras.Model) -> str | None:
     """The name of a weight holding inf or NaN, or None when every number in the model is finite."""
     for weight in model.weights:
@@ -595,12 +622,13 @@ def train(
         ratings = ratings.shuffle(num_examples, seed=seed, reshuffle_each_iteration=True)
     model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=recipe.learning_rate))
     divergence = StopWhenDiverged()
-    model.fit(
-        ratings.batch(recipe.batch_size).prefetch(tf.data.AUTOTUNE),
-        epochs=recipe.epochs,
-        verbose=0,
-        callbacks=[EpochProgress(num_examples), divergence, *callbacks],
-    )
+    with stop_training_on_ctrl_c(model):
+        model.fit(
+            ratings.batch(recipe.batch_size).prefetch(tf.data.AUTOTUNE),
+            epochs=recipe.epochs,
+            verbose=0,
+            callbacks=[EpochProgress(num_examples), divergence, *callbacks],
+        )
     # A model whose numbers have overflowed ranks movies by NaN: refuse it rather than report it.
     if divergence.diverged_in_epoch is not None or first_non_finite_weight(model) is not None:
         epoch = divergence.diverged_in_epoch or recipe.epochs
