@@ -278,3 +278,20 @@ def test_the_unexpected_error_message_in_a_real_process(tiny_tfds, tmp_path):
     assert completed.stdout == ""
     assert "Traceback" not in completed.stderr
     assert completed.stderr.startswith("recommend.py: ")
+
+
+def test_ctrl_c_in_training_asks_keras_to_stop_then_interrupts_and_a_second_one_stops_at_once():
+    class Model:
+        stop_training = False
+
+    model = Model()
+    with pytest.raises(KeyboardInterrupt):
+        with recommend.stop_training_on_ctrl_c(model):
+            os.kill(os.getpid(), signal.SIGINT)
+            assert model.stop_training  # training goes on to the end of its step, unharmed
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was
+    with pytest.raises(KeyboardInterrupt):
+        with recommend.stop_training_on_ctrl_c(Model()):
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            pytest.fail("the second Ctrl-C must interrupt at once")
