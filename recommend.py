@@ -7,7 +7,7 @@ a user with one matrix product, which is what makes retrieval fast.
 
 The workflow, one function per step, in the order they appear below:
 
-    1. load_movielens       read MovieLens 100k ratings and movie titles with TensorFlow Datasets
+    1. load_movielens       read MovieLens ratings and movie titles with TensorFlow Datasets
     2. build_vocabularies   map user ids and movie titles to embedding rows (StringLookup)
     3. build_model          the user tower, the movie tower and the retrieval task (tfrs.Model)
     4. train                fit both towers with Adagrad on in-batch softmax
@@ -108,6 +108,9 @@ except KeyboardInterrupt:
 
 IMPORTED_AT = time.perf_counter()
 
+# The MovieLens sizes TensorFlow Datasets prepares, each as a ratings config and a movies config. 100k
+# is the tutorial's; the others have the same features, so everything below works on each.
+DATASET_SIZES = ("100k", "1m", "20m", "25m")
 RATINGS_DATASET = "movielens/100k-ratings"
 MOVIES_DATASET = "movielens/100k-movies"
 # A server silent for this long is not going to send 5 MB in a useful time either; TFDS alone would
@@ -116,8 +119,7 @@ DOWNLOAD_TIMEOUT_SECONDS = 10
 DOWNLOAD_CHUNK_BYTES = 1 << 16
 # The tutorial's held-out evaluation: shuffle once with these seeds, train on 80%, test on 20%.
 SPLIT_SEED = 42
-TRAIN_SIZE = 80_000
-TEST_SIZE = 20_000
+TRAIN_FRACTION = 0.8
 TOP_KS = (1, 5, 10, 50, 100)
 DEFAULT_SEED = 42
 RANKING_CUTOFF = 10
@@ -192,11 +194,12 @@ class SaveFailed(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class MovieLens:
-    """MovieLens 100k as arrays of UTF-8 bytes, as TFDS stores them."""
+    """MovieLens as arrays of UTF-8 bytes, as TFDS stores them."""
 
     user_ids: np.ndarray  # who gave each rating
     movie_titles: np.ndarray  # which movie each rating is for
-    movies: np.ndarray  # the title of every movie id, as the movies dataset lists them (1,682 ids)
+    movies: np.ndarray  # the title of every movie id, as the movies dataset lists them (1,682 ids in 100k)
+    size: str = "100k"  # which MovieLens: one of DATASET_SIZES
 
     @functools.cached_property
     def catalogue(self) -> np.ndarray:
@@ -213,13 +216,24 @@ class MovieLens:
 # 1. Load ----------------------------------------------------------------------------------------------
 
 
-def load_movielens(data_dir: str | None = None, download_url: str | None = None) -> MovieLens:
+def load_movielens(
+    data_dir: str | None = None, download_url: str | None = None, size: str = "100k"
+) -> MovieLens:
     """Reads who rated which movie, and every movie's title, from TensorFlow Datasets."""
-    ratings = read_text_features(RATINGS_DATASET, ("user_id", "movie_title"), data_dir, download_url)
-    movies = read_text_features(MOVIES_DATASET, ("movie_title",), data_dir, download_url)
+    ratings_dataset, movies_dataset = dataset_names(size)
+    ratings = read_text_features(ratings_dataset, ("user_id", "movie_title"), data_dir, download_url)
+    movies = read_text_features(movies_dataset, ("movie_title",), data_dir, download_url)
     return MovieLens(
-        user_ids=ratings["user_id"], movie_titles=ratings["movie_title"], movies=movies["movie_title"]
+        user_ids=ratings["user_id"],
+        movie_titles=ratings["movie_title"],
+        movies=movies["movie_title"],
+        size=size,
     )
+
+
+def dataset_names(size: str) -> tuple[str, str]:
+    """TFDS's names for one MovieLens size: its ratings and its movies."""
+    return f"movielens/{size}-ratings", f"movielens/{size}-movies"
 
 
 def read_text_features(
@@ -1140,15 +1154,18 @@ def spread(runs: list[dict]) -> dict:
 def split_like_the_tutorial(data: MovieLens) -> tuple[np.ndarray, np.ndarray]:
     """Returns the rows of the tutorial's held-out split: (training rows, test rows).
 
-    The tutorial shuffles the ratings once with fixed seeds and takes the first 80,000 for training and
-    the next 20,000 for testing. Shuffling the row numbers the same way gives the same split, because a
-    seeded shuffle's order depends only on the seeds, the buffer and the number of elements.
+    The tutorial shuffles the 100,000 ratings once with fixed seeds and takes the first 80,000 for
+    training and the other 20,000 for testing. Shuffling the row numbers the same way gives the same
+    split, because a seeded shuffle's order depends only on the seeds, the buffer and the number of
+    elements. Other sizes are split alike: the whole set shuffled, 80% to train on.
     """
+    count = len(data.user_ids)
     tf.random.set_seed(SPLIT_SEED)
-    rows = tf.data.Dataset.range(len(data.user_ids))
-    shuffled = rows.shuffle(100_000, seed=SPLIT_SEED, reshuffle_each_iteration=False)
-    order = shuffled.batch(len(data.user_ids)).get_single_element().numpy()
-    return order[:TRAIN_SIZE], order[TRAIN_SIZE : TRAIN_SIZE + TEST_SIZE]
+    rows = tf.data.Dataset.range(count)
+    shuffled = rows.shuffle(max(count, 100_000), seed=SPLIT_SEED, reshuffle_each_iteration=False)
+    order = shuffled.batch(count).get_single_element().numpy()
+    train_size = round(count * TRAIN_FRACTION)
+    return order[:train_size], order[train_size:]
 
 
 def build_most_popular_model(
@@ -1270,9 +1287,9 @@ def check_tensorboard_dir(directory: str) -> None:
     check_folder_can_be_made_in(pathlib.Path(os.path.abspath(directory)), "--tensorboard", directory)
 
 
-def read_movie_genres(data_dir: str | None) -> dict[bytes, list[str]]:
+def read_movie_genres(data_dir: str | None, size: str = "100k") -> dict[bytes, list[str]]:
     """Each title's genres, by name, from the movies dataset (a title of two movie ids gets both's)."""
-    builder = tfds.builder(MOVIES_DATASET, data_dir=data_dir)
+    builder = tfds.builder(dataset_names(size)[1], data_dir=data_dir)
     names = builder.info.features["movie_genres"].feature.names
     genres = {}
     for movie in tfds.as_numpy(builder.as_dataset(split="train")):
@@ -1538,7 +1555,7 @@ class ArgumentParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="recommend.py",
-        description="Train the TensorFlow Recommenders two-tower model on MovieLens 100k; recommend movies.",
+        description="Train the TensorFlow Recommenders two-tower model on MovieLens; recommend movies.",
         allow_abbrev=False,
     )
     task = parser.add_mutually_exclusive_group(required=True)
@@ -1605,6 +1622,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_SEED,
         metavar="N",
         help="seeds every random choice (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=DATASET_SIZES,
+        default="100k",
+        help="which MovieLens: 100k ratings (the tutorial's), 1m, 20m or 25m; ignored with --load-dir "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--data-dir",
@@ -1806,7 +1830,7 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
     if args.tensorboard is not None:
         check_tensorboard_dir(args.tensorboard)
     recipe = recipe_from(args)
-    data = load_movielens(args.data_dir, args.download_url)
+    data = load_movielens(args.data_dir, args.download_url, args.dataset)
     log = tensorboard_log(args)
     rated_counts = rated_titles_per_user(data)
     catalogue_size = len(data.catalogue)
@@ -1839,6 +1863,7 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
 
     if args.save_dir is not None:
         details = {
+            "dataset": data.size,
             "catalogue_size": catalogue_size,
             "rated_counts": rated_counts,
             "training": {
@@ -1856,7 +1881,9 @@ def tensorboard_log(args: argparse.Namespace) -> "TensorBoardLog | None":
     if args.tensorboard is None:
         return None
     return TensorBoardLog(
-        args.tensorboard, "tuned" if args.tuned else "tutorial", read_movie_genres(args.data_dir)
+        args.tensorboard,
+        "tuned" if args.tuned else "tutorial",
+        read_movie_genres(args.data_dir, args.dataset),
     )
 
 
@@ -1868,6 +1895,7 @@ def run_load(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
         {
             "--seed": args.seed != DEFAULT_SEED,
             "--data-dir": args.data_dir is not None,
+            "--dataset": args.dataset != "100k",
             "--download-url": args.download_url is not None,
         }
     )
@@ -1899,7 +1927,7 @@ def run_evaluate(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
     check_data_dir(args.data_dir)
     if args.tensorboard is not None:
         check_tensorboard_dir(args.tensorboard)
-    data = load_movielens(args.data_dir, args.download_url)
+    data = load_movielens(args.data_dir, args.download_url, args.dataset)
     log = tensorboard_log(args)
     stopwatch.lap("load")
     repeat = args.repeat or 1

@@ -1,6 +1,7 @@
 """Shared test data: a tiny MovieLens with planted tastes, served through a mocked TFDS, and the real
 MovieLens 100k when TFDS can load it (through TFDS_DATA_DIR)."""
 
+import csv
 import io
 import os
 import sys
@@ -74,18 +75,61 @@ def write_raw_movielens(folder) -> None:
         ratings.writelines(f"{user}\t{movie_ids[title]}\t5\t880000000\n" for user, title in tiny_ratings())
 
 
-@pytest.fixture(scope="session")
-def tiny_tfds(tmp_path_factory):
-    """A TFDS data dir holding the tiny dataset, prepared offline by TFDS's own MovieLens builder."""
-    root = tmp_path_factory.mktemp("tiny")
-    write_raw_movielens(root / "extracted" / "ml-100k")
-    # The builder would download ml-100k.zip and extract it; hand it the extracted tiny files instead.
+def write_raw_movielens_1m(folder) -> None:
+    """The tiny dataset in the format of GroupLens' ml-1m files: "::" separators, ISO-8859-1."""
+    os.makedirs(folder)
+    movie_ids = {}
+    with open(os.path.join(folder, "movies.dat"), "w", encoding="iso-8859-1") as movies:
+        for movie_id, title in enumerate(MOVIE_TITLES, start=1):
+            movie_ids.setdefault(title, movie_id)
+            movies.write(f"{movie_id}::{title}::Drama|Comedy\n")
+    with open(os.path.join(folder, "users.dat"), "w") as users:
+        users.writelines(f"{user}::F::25::0::00000\n" for user in USERS)
+    with open(os.path.join(folder, "ratings.dat"), "w") as ratings:
+        ratings.writelines(f"{user}::{movie_ids[title]}::5::880000000\n" for user, title in tiny_ratings())
+
+
+def write_raw_movielens_csv(folder) -> None:
+    """The tiny dataset in the CSV format of GroupLens' ml-20m and ml-25m files."""
+    os.makedirs(folder)
+    movie_ids = {}
+    with open(os.path.join(folder, "movies.csv"), "w", encoding="utf-8", newline="") as movies:
+        writer = csv.writer(movies)
+        writer.writerow(["movieId", "title", "genres"])
+        for movie_id, title in enumerate(MOVIE_TITLES, start=1):
+            movie_ids.setdefault(title, movie_id)
+            writer.writerow([movie_id, title, "Drama"])
+    with open(os.path.join(folder, "ratings.csv"), "w", newline="") as ratings:
+        writer = csv.writer(ratings)
+        writer.writerow(["userId", "movieId", "rating", "timestamp"])
+        writer.writerows([user, movie_ids[title], "5.0", 880000000] for user, title in tiny_ratings())
+
+
+WRITERS = {"100k": write_raw_movielens, "1m": write_raw_movielens_1m}
+
+
+def prepare_tiny(root, size: str) -> str:
+    """A TFDS data dir holding the tiny dataset in SIZE's format, prepared offline by TFDS's own builder."""
+    WRITERS.get(size, write_raw_movielens_csv)(root / "extracted" / f"ml-{size}")
+    # The builder would download ml-<size>.zip and extract it; hand it the extracted tiny files instead.
     with mock.patch.object(
         tfds.download.DownloadManager, "download_and_extract", return_value=str(root / "extracted")
     ):
-        for name in (recommend.RATINGS_DATASET, recommend.MOVIES_DATASET):
+        for name in recommend.dataset_names(size):
             tfds.builder(name, data_dir=str(root / "tfds")).download_and_prepare()
     return str(root / "tfds")
+
+
+@pytest.fixture(scope="session", params=["1m", "20m", "25m"])
+def tiny_tfds_larger_size(request, tmp_path_factory):
+    """(size, data dir): the tiny dataset as each larger MovieLens size, in that size's own file format."""
+    return request.param, prepare_tiny(tmp_path_factory.mktemp(f"tiny-{request.param}"), request.param)
+
+
+@pytest.fixture(scope="session")
+def tiny_tfds(tmp_path_factory):
+    """A TFDS data dir holding the tiny dataset, prepared offline by TFDS's own MovieLens builder."""
+    return prepare_tiny(tmp_path_factory.mktemp("tiny"), "100k")
 
 
 def real_movielens_reason() -> str | None:

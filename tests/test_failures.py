@@ -55,9 +55,6 @@ def test_a_diverged_model_is_never_saved(tiny_tfds, tmp_path, capsys):
 
 
 def test_a_diverged_model_is_never_evaluated(tiny_tfds, capsys, monkeypatch):
-    # --evaluate on the tiny data: the split sizes are the tutorial's, so shrink them to fit 39 ratings.
-    monkeypatch.setattr(recommend, "TRAIN_SIZE", 30)
-    monkeypatch.setattr(recommend, "TEST_SIZE", 9)
     assert_clear_failure(*run(capsys, *diverging(tiny_tfds, "--evaluate")), 1, "training diverged")
 
 
@@ -206,8 +203,6 @@ def test_an_interrupt_in_any_phase_ends_with_status_130(phase, tiny_tfds, capsys
         raise KeyboardInterrupt
 
     monkeypatch.setattr(recommend, phase, interrupted)
-    monkeypatch.setattr(recommend, "TRAIN_SIZE", 30)
-    monkeypatch.setattr(recommend, "TEST_SIZE", 9)
     task = ["--evaluate"] if phase == "held_out_metrics" else ["--user", "1", "--k", "3"]
     status, out, err = run(capsys, *task, "--data-dir", tiny_tfds, "--epochs", "1")
     assert (status, out) == (130, "")

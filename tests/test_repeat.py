@@ -19,20 +19,13 @@ def test_spread_is_the_mean_and_the_sample_standard_deviation():
     }
 
 
-@pytest.fixture
-def tiny_split(monkeypatch):
-    # The tutorial's 80,000/20,000 split scaled down to the tiny dataset's 39 ratings.
-    monkeypatch.setattr(recommend, "TRAIN_SIZE", 30)
-    monkeypatch.setattr(recommend, "TEST_SIZE", 9)
-
-
 def evaluate(capsys, tiny_tfds, *extra):
     status, out, err = run(capsys, "--evaluate", "--data-dir", tiny_tfds, *TINY_TRAINING, *extra)
     assert status == 0, err
     return out, err
 
 
-def test_repeat_reports_the_spread_of_the_runs_it_would_make_one_by_one(tiny_tfds, tiny_split, capsys):
+def test_repeat_reports_the_spread_of_the_runs_it_would_make_one_by_one(tiny_tfds, capsys):
     out, err = evaluate(capsys, tiny_tfds, "--repeat", "3", "--seed", "7", "--json")
     results = json.loads(out)
     assert results["repeat"] == 3 and results["seeds"] == [7, 8, 9]
@@ -50,13 +43,13 @@ def test_repeat_reports_the_spread_of_the_runs_it_would_make_one_by_one(tiny_tfd
         assert summary == {"mean": singles[0]["most_popular"][metric], "std": 0.0}
 
 
-def test_without_repeat_the_json_keeps_plain_numbers(tiny_tfds, tiny_split, capsys):
+def test_without_repeat_the_json_keeps_plain_numbers(tiny_tfds, capsys):
     results = json.loads(evaluate(capsys, tiny_tfds, "--json")[0])
     assert "repeat" not in results
     assert all(isinstance(value, float) for value in results["two_tower"].values())
 
 
-def test_the_repeat_table_shows_mean_and_spread(tiny_tfds, tiny_split, capsys):
+def test_the_repeat_table_shows_mean_and_spread(tiny_tfds, capsys):
     out, _ = evaluate(capsys, tiny_tfds, "--repeat", "2")
     lines = out.splitlines()
     assert lines[1] == "Mean ± standard deviation over 2 runs, seeds 42 to 43"
