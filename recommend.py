@@ -1347,15 +1347,19 @@ class TensorBoardLog:
     def write_projector(
         self, run: str, movie_embeddings: tf.Tensor, catalogue: np.ndarray, trained_titles: np.ndarray
     ) -> None:
-        """The movie vectors, a metadata row per title, and the config that tells the projector of both."""
-        with log_write_failures(run):
-            self._write_projector(run, movie_embeddings, catalogue, trained_titles)
+        """The movie vectors, a metadata row per title, and the config that tells the projector of both.
 
-    def _write_projector(self, run, movie_embeddings, catalogue, trained_titles) -> None:
-        os.makedirs(run, exist_ok=True)
+        They go beside the loss curve's events in run/train, where Keras's callback puts its own: the
+        projector shows only folders that hold events, so a map in the run folder itself would not appear.
+        """
+        with log_write_failures(run):
+            self._write_projector(os.path.join(run, "train"), movie_embeddings, catalogue, trained_titles)
+
+    def _write_projector(self, folder, movie_embeddings, catalogue, trained_titles) -> None:
+        os.makedirs(folder, exist_ok=True)
         titles, counts = np.unique(trained_titles, return_counts=True)
         ratings = dict(zip(titles, counts))
-        with open(os.path.join(run, "metadata.tsv"), "w", encoding="utf-8") as metadata:
+        with open(os.path.join(folder, "metadata.tsv"), "w", encoding="utf-8") as metadata:
             # "first_genre" has one value per movie, so the projector can colour by it; "genres" lists all.
             metadata.write("title\tyear\tgenres\tfirst_genre\tratings\n")
             for title in catalogue:
@@ -1367,12 +1371,12 @@ class TensorBoardLog:
                     f"\t{ratings.get(title, 0)}\n"
                 )
         checkpoint = tf.train.Checkpoint(movie_embeddings=tf.Variable(movie_embeddings))
-        checkpoint.save(os.path.join(run, "movie_embeddings"))
+        checkpoint.save(os.path.join(folder, "movie_embeddings"))
         config = projector.ProjectorConfig()
         embedding = config.embeddings.add()
         embedding.tensor_name = "movie_embeddings/.ATTRIBUTES/VARIABLE_VALUE"
         embedding.metadata_path = "metadata.tsv"
-        projector.visualize_embeddings(run, config)
+        projector.visualize_embeddings(folder, config)
 
 
 # Save and load ----------------------------------------------------------------------------------------

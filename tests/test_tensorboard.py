@@ -7,9 +7,9 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
-from google.protobuf import text_format
-from tensorboard.backend.event_processing import event_accumulator
-from tensorboard.plugins import projector
+from tensorboard.backend.event_processing import data_provider, event_accumulator, plugin_event_multiplexer
+from tensorboard.plugins import base_plugin
+from tensorboard.plugins.projector import projector_plugin
 
 import recommend
 from conftest import MOVIE_TITLES, tiny_ratings
@@ -26,6 +26,17 @@ def scalars(folder: str) -> dict[str, list[tuple[int, float]]]:
         tag: [(event.step, float(tf.make_ndarray(event.tensor_proto))) for event in events.Tensors(tag)]
         for tag in events.Tags()["tensors"]
     }
+
+
+def projector_configs(logdir: str) -> dict:
+    """The projector's configs by run, found as TensorBoard's projector plugin finds them for its page."""
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(logdir)
+    multiplexer.Reload()
+    provider = data_provider.MultiplexerDataProvider(multiplexer, logdir)
+    plugin = projector_plugin.ProjectorPlugin(base_plugin.TBContext(logdir=logdir, data_provider=provider))
+    plugin._update_configs()
+    return plugin._configs
 
 
 def only_run(root) -> str:
@@ -49,15 +60,17 @@ def test_the_log_holds_the_loss_per_epoch_and_a_map_of_every_movie(tiny_tfds, tm
     assert [step for step, _ in curve] == [0, 1, 2, 3]
     assert [round(value, 3) for _, value in curve] == printed
 
-    # The projector's config points at a checkpointed table with one row per title, and at its metadata.
-    config = text_format.Parse(
-        (logs / run_folder / "projector_config.pbtxt").read_text(), projector.ProjectorConfig()
-    )
-    (embedding,) = config.embeddings
-    table = tf.train.load_checkpoint(run_folder).get_tensor(embedding.tensor_name)
+    # TensorBoard's projector, given the whole log folder as `tensorboard --logdir` gives it, finds one map:
+    # a checkpointed table with one row per title, and a metadata file that describes each row.
+    configs = projector_configs(str(logs))
+    assert list(configs) == [f"{os.path.basename(run_folder)}/train"]
+    (embedding,) = configs[f"{os.path.basename(run_folder)}/train"].embeddings
+    assert embedding.metadata_path == "metadata.tsv"
+    table = tf.train.load_checkpoint(os.path.join(run_folder, "train")).get_tensor(embedding.tensor_name)
     catalogue = sorted(set(MOVIE_TITLES))
     assert table.shape == (len(catalogue), 8)
-    header, *rows = (logs / run_folder / embedding.metadata_path).read_text(encoding="utf-8").splitlines()
+    with open(os.path.join(run_folder, "train", embedding.metadata_path), encoding="utf-8") as metadata:
+        header, *rows = metadata.read().splitlines()
     assert header.split("\t") == ["title", "year", "genres", "first_genre", "ratings"]
     assert len(rows) == len(catalogue) == 11
     by_title = {row.split("\t")[0]: row.split("\t") for row in rows}
@@ -131,7 +144,7 @@ def test_the_metadata_copes_with_unusual_titles_and_missing_genres(tmp_path):
     log = recommend.TensorBoardLog(str(tmp_path), "tutorial", genres)
     trained_titles = np.array([b"Known (2000)", b"Known (2000)", b"No Year Here"], dtype=object)
     log.write_projector(str(tmp_path / "run"), tf.eye(3), catalogue, trained_titles)
-    assert (tmp_path / "run" / "metadata.tsv").read_text(encoding="utf-8").splitlines() == [
+    assert (tmp_path / "run" / "train" / "metadata.tsv").read_text(encoding="utf-8").splitlines() == [
         "title\tyear\tgenres\tfirst_genre\tratings",
         "Known (2000)\t2000\tDrama|Comedy\tDrama\t2",
         "No Year Here\t\t(none)\t(none)\t1",
@@ -166,7 +179,7 @@ def test_evaluate_logs_the_held_out_metrics_of_each_seed(tmp_path, capsys):
             assert all(len(points) == 1 and points[0][0] == 0 for points in values)  # at the last epoch
             mean = np.mean([points[0][1] for points in values])
             assert mean == pytest.approx(results[model][metric]["mean"], abs=1e-4)
-    header, *rows = (logs / runs[0] / "metadata.tsv").read_text(encoding="utf-8").splitlines()
+    header, *rows = (logs / runs[0] / "train" / "metadata.tsv").read_text(encoding="utf-8").splitlines()
     assert len(rows) == 1664
     star_wars = next(row.split("\t") for row in rows if row.startswith("Star Wars (1977)\t"))
     assert star_wars[1] == "1977" and "Sci-Fi" in star_wars[2].split("|")
