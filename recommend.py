@@ -448,7 +448,10 @@ def build_model(
     recipe: Recipe,
 ) -> MovieLensModel:
     """Builds the user and movie towers (lookup, then embedding) and joins them with a retrieval task."""
-    regularizer = tf.keras.regularizers.l2(recipe.embedding_l2) if recipe.embedding_l2 else None
+    # Under a distribution strategy (--distribute) every replica adds the L2 penalty to its own loss and
+    # the replicas' gradients are summed, so each adds its share. Without one there is one replica.
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    regularizer = tf.keras.regularizers.l2(recipe.embedding_l2 / replicas) if recipe.embedding_l2 else None
 
     def tower(vocabulary: tf.keras.layers.StringLookup) -> tf.keras.Model:
         # The explicit string Input fixes the tower's input type up front; without it tf-keras 2.21 guesses
@@ -1101,10 +1104,17 @@ def remove_empty_folders(folders: list[pathlib.Path]) -> None:
 # Evaluation -------------------------------------------------------------------------------------------
 
 
-def evaluate(data: MovieLens, recipe: Recipe, seeds: list[int], log: "TensorBoardLog | None" = None) -> dict:
+def evaluate(
+    data: MovieLens,
+    recipe: Recipe,
+    seeds: list[int],
+    log: "TensorBoardLog | None" = None,
+    strategy: tf.distribute.Strategy | None = None,
+) -> dict:
     """Trains on the tutorial's 80% split, once per seed, and compares each model with "most popular" on the
     other 20%. Returns the split's sizes, one dict of metrics per seed, and most-popular's metrics.
-    With a TensorBoard log, each model gets a run folder with its loss curve, metrics and embeddings."""
+    With a TensorBoard log, each model gets a run folder with its loss curve, metrics and embeddings;
+    with a distribution strategy, each is trained under it."""
     train_rows, test_rows = split_like_the_tutorial(data)
     check_memory(recipe, len(np.unique(data.user_ids)), len(data.catalogue))
     user_ids_vocabulary, movie_titles_vocabulary = build_vocabularies(data)
@@ -1122,9 +1132,10 @@ def evaluate(data: MovieLens, recipe: Recipe, seeds: list[int], log: "TensorBoar
         if len(seeds) > 1:
             progress(f"Run {run_number} of {len(seeds)}, seed {seed}")
         tf.keras.utils.set_random_seed(seed)
-        two_tower = build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue, recipe)
         run = log.new_run(seed) if log else None
-        train(two_tower, features, recipe, seed, (log.callback(run),) if log else ())
+        with (strategy or tf.distribute.get_strategy()).scope():
+            two_tower = build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue, recipe)
+            train(two_tower, features, recipe, seed, (log.callback(run),) if log else ())
         progress(f"Evaluating on {len(test_rows):,} held-out ratings")
         two_tower_runs.append(held_out_metrics(two_tower, data, train_rows, test_rows))
         if log:
@@ -1377,6 +1388,38 @@ class TensorBoardLog:
         embedding.tensor_name = "movie_embeddings/.ATTRIBUTES/VARIABLE_VALUE"
         embedding.metadata_path = "metadata.tsv"
         projector.visualize_embeddings(folder, config)
+
+
+# Training on several devices -------------------------------------------------------------------------
+
+# tf.distribute runs the same Keras training on several devices: each replica gets its share of every
+# batch (the global batch is --batch-size) and the replicas' gradients are summed before each step.
+# Building the towers and the optimizer inside strategy.scope() is all a Keras model needs. Each replica's
+# in-batch softmax sees only its own share of the batch as negatives, so the loss per rating is lower
+# than on one device; it is a different (easier) task per step, not a better model.
+
+
+def distribution_strategy(name: str) -> tf.distribute.Strategy:
+    """TensorFlow's strategy for --distribute: none (the default, one device) or mirrored (every local GPU,
+    or every logical CPU device when there is no GPU)."""
+    if name == "none":
+        return tf.distribute.get_strategy()
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    strategy = tf.distribute.MirroredStrategy([device.name for device in devices])
+    names = ", ".join(device.name.split("device:")[-1] for device in devices)
+    progress(f"Training with MirroredStrategy on {strategy.num_replicas_in_sync} replica(s): {names}")
+    return strategy
+
+
+def no_kernel_message(strategy_name: str, error: tf.errors.OpError) -> str:
+    """What to tell a user whose devices lack an operation the strategy placed on them."""
+    detail = (error.message or str(error)).strip().splitlines()[0]
+    return (
+        f"training with --distribute {strategy_name} failed: an operation has no kernel on these devices "
+        f"({detail[:200]}). Adagrad's sparse update is the usual one: it has no GPU kernel under "
+        "MirroredStrategy (tensorflow/recommenders#138, #269). Train without --distribute, or on the CPU "
+        "only (CUDA_VISIBLE_DEVICES= python recommend.py ...)."
+    )
 
 
 # Save and load ----------------------------------------------------------------------------------------
@@ -1635,6 +1678,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     parser.add_argument(
+        "--distribute",
+        choices=("none", "mirrored"),
+        default="none",
+        help="train with a tf.distribute strategy: mirrored copies the model to every local GPU (or every "
+        "logical CPU device when there is none) and splits each batch between them (default: %(default)s)",
+    )
+    parser.add_argument(
         "--data-dir",
         metavar="DIR",
         help="TensorFlow Datasets folder holding (or to receive) MovieLens; ignored with --load-dir "
@@ -1849,10 +1899,13 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
     user_ids_vocabulary, movie_titles_vocabulary = build_vocabularies(data)
     stopwatch.lap("vocabularies")
 
-    model = build_model(user_ids_vocabulary, movie_titles_vocabulary, data.catalogue, recipe)
     run = log.new_run(args.seed) if log else None
     callbacks = (log.callback(run),) if log else ()
-    train(model, training_features(data.user_ids, data.movie_titles, recipe), recipe, args.seed, callbacks)
+    with distribution_strategy(args.distribute).scope():
+        model = build_model(user_ids_vocabulary, movie_titles_vocabulary, data.catalogue, recipe)
+        train(
+            model, training_features(data.user_ids, data.movie_titles, recipe), recipe, args.seed, callbacks
+        )
     stopwatch.lap("training")
 
     recommender = build_index(model, data, fold_in_l2_for(recipe))
@@ -1900,6 +1953,7 @@ def run_load(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
             "--seed": args.seed != DEFAULT_SEED,
             "--data-dir": args.data_dir is not None,
             "--dataset": args.dataset != "100k",
+            "--distribute": args.distribute != "none",
             "--download-url": args.download_url is not None,
         }
     )
@@ -1935,7 +1989,8 @@ def run_evaluate(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
     log = tensorboard_log(args)
     stopwatch.lap("load")
     repeat = args.repeat or 1
-    results = evaluate(data, recipe_from(args), list(range(args.seed, args.seed + repeat)), log)
+    seeds = list(range(args.seed, args.seed + repeat))
+    results = evaluate(data, recipe_from(args), seeds, log, distribution_strategy(args.distribute))
     stopwatch.lap("evaluation")
     if args.repeat is None:
         results["two_tower"] = results["two_tower"][0]
@@ -2003,6 +2058,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # A bug, or a failure nobody foresaw: summarise it, trace on request.
         if args.debug:
             raise
+        if args.distribute != "none" and isinstance(error, tf.errors.OpError) and "OpKernel" in str(error):
+            print(f"{parser.prog}: {no_kernel_message(args.distribute, error)}", file=sys.stderr)
+            return 1
         detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
         print(
             f"{parser.prog}: unexpected {type(error).__name__}: {detail[:300]}\n"
