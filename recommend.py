@@ -45,6 +45,7 @@ import math
 import os
 import pathlib
 import re
+import shlex
 import shutil
 import signal
 import sys
@@ -204,8 +205,9 @@ class MovieLens:
     @functools.cached_property
     def catalogue(self) -> np.ndarray:
         # 18 titles belong to two movie ids each. The towers know movies by title, so both ids share one
-        # embedding: recommending each distinct title once keeps the list free of repeats.
-        return np.unique(self.movies)
+        # embedding: recommending each distinct title once keeps the list free of repeats. A title nobody
+        # rated (none in 100k, thousands in 20m) keeps the random vector it started with: it is left out.
+        return np.intersect1d(self.movies, self.movie_titles)
 
     @functools.cached_property
     def rated_pairs(self) -> np.ndarray:
@@ -556,6 +558,11 @@ class EpochProgress(tf.keras.callbacks.Callback):
         self.started_at = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.model.stop_training:
+            # Stopped part way (Ctrl-C, divergence): a mean over the whole epoch would be wrong, so neither
+            # this line nor the callbacks after it (TensorBoard's) report this epoch.
+            logs.clear()
+            return
         mean_loss = logs.pop("summed_loss") / self.num_examples
         # Keras's "loss" is the last batch's; the mean over the epoch replaces it, for the callbacks that
         # come after this one (TensorBoard's) as much as for this line. The last batch's total goes too.
@@ -587,28 +594,38 @@ class StopWhenDiverged(tf.keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class StopOnCtrlC(tf.keras.callbacks.Callback):
+    """Keeps a Ctrl-C pressed before training began: fit() resets model.stop_training as it starts."""
+
+    interrupted = False
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.interrupted:
+            self.model.stop_training = True
+
+
 @contextlib.contextmanager
 def stop_training_on_ctrl_c(model: tf.keras.Model):
     """Ctrl-C stops training after the current step, the way Keras stops itself (model.stop_training),
     and then interrupts the program. A KeyboardInterrupt raised in the middle of a TensorFlow step can
-    leave its input pipeline's threads waiting, and the program with them. A second Ctrl-C stops at once."""
+    leave its input pipeline's threads waiting, and the program with them. A second Ctrl-C stops at once.
+    Yields the callback that fit() needs for a Ctrl-C pressed before its first step."""
+    ctrl_c = StopOnCtrlC()
     if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
-        yield
+        yield ctrl_c
         return
-    interrupted = False
 
     def interrupt(signal_number, frame):
-        nonlocal interrupted
-        if interrupted:
+        if ctrl_c.interrupted:
             raise KeyboardInterrupt
-        interrupted = model.stop_training = True
+        ctrl_c.interrupted = model.stop_training = True
 
     previous = signal.signal(signal.SIGINT, interrupt)
     try:
-        yield
+        yield ctrl_c
     finally:
         signal.signal(signal.SIGINT, previous)
-    if interrupted:
+    if ctrl_c.interrupted:
         raise KeyboardInterrupt
 
 
@@ -639,12 +656,12 @@ def train(
         ratings = ratings.shuffle(num_examples, seed=seed, reshuffle_each_iteration=True)
     model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=recipe.learning_rate))
     divergence = StopWhenDiverged()
-    with stop_training_on_ctrl_c(model):
+    with stop_training_on_ctrl_c(model) as ctrl_c:
         model.fit(
             ratings.batch(recipe.batch_size).prefetch(tf.data.AUTOTUNE),
             epochs=recipe.epochs,
             verbose=0,
-            callbacks=[EpochProgress(num_examples), divergence, *callbacks],
+            callbacks=[ctrl_c, EpochProgress(num_examples), divergence, *callbacks],
         )
     # A model whose numbers have overflowed ranks movies by NaN: refuse it rather than report it.
     if divergence.diverged_in_epoch is not None or first_non_finite_weight(model) is not None:
@@ -721,7 +738,8 @@ class Recommender(tf.Module):
     )
     def similar_movies(self, titles, k):
         """Returns {"titles", "scores"}: for each title, the k others nearest to it (see nearest_movies)."""
-        return nearest_movies(self.movie_embeddings, self.titles, self.rows_of(titles), k)
+        with tf.control_dependencies([self.at_most_the_catalogue(k)]):
+            return nearest_movies(self.movie_embeddings, self.titles, self.rows_of(titles), k)
 
     @tf.function(
         input_signature=[
@@ -737,14 +755,25 @@ class Recommender(tf.Module):
         viewer = fold_in_viewer(self.movie_embeddings, rows, self.fold_in_l2)
         scores = tf.linalg.matvec(self.movie_embeddings, viewer)
         liked = tf.scatter_nd(rows[:, tf.newaxis], tf.ones_like(rows, tf.bool), [self.catalogue_size])
-        _, kept = tf.math.top_k(tf.where(liked & tf.logical_not(include_rated), -np.inf, scores), k=k)
-        return {"titles": tf.gather(self.titles, kept), "scores": tf.gather(scores, kept)}
+        scores = tf.where(liked & tf.logical_not(include_rated), -np.inf, scores)
+        with tf.control_dependencies([self.at_most_the_catalogue(k)]):
+            scores, kept = tf.math.top_k(scores, k=k)
+        return {"titles": tf.gather(self.titles, kept), "scores": scores}
+
+    def at_most_the_catalogue(self, k):
+        return tf.debugging.assert_less_equal(
+            k, self.catalogue_size, message="k is more than the movies in the catalogue"
+        )
 
     def rows_of(self, titles):
         rows = self.title_rows.lookup(titles)
         # A plain TensorFlow program calling the SavedModel gets this message, not a silent wrong answer.
-        tf.debugging.assert_non_negative(rows, message="a title is not in the catalogue (titles are exact)")
-        return rows
+        # The dependency makes the check run before any use of the rows, not alongside it.
+        known = tf.debugging.assert_non_negative(
+            rows, message="a title is not in the catalogue (titles are exact)"
+        )
+        with tf.control_dependencies([known]):
+            return tf.identity(rows)
 
 
 def build_index(
@@ -795,12 +824,16 @@ def ranking(titles: np.ndarray, scores: np.ndarray) -> list[dict]:
 
 def match_title(text: str, titles: list[str]) -> str:
     """The one catalogue title TEXT names: the exact title, or a part of exactly one, compared without
-    regard to case or accents ("deja vu" names "Déjà Vu (1997)")."""
+    regard to case or accents ("miserables" names "Misérables, Les (1995)")."""
     if text in titles:
         return text
     wanted = folded(text.strip())
     if not wanted:
         raise UsageError("an empty title names no movie")
+    # "fear (1996)" is all of one title and part of another ("Primal Fear (1996)"): the whole one wins.
+    whole = [title for title in titles if folded(title) == wanted]
+    if len(whole) == 1:
+        return whole[0]
     found = [title for title in titles if wanted in folded(title)]
     if len(found) == 1:
         return found[0]
@@ -1285,6 +1318,10 @@ def check_tensorboard_dir(directory: str) -> None:
     """Refuses, before any training, a --tensorboard folder that holds anything but TensorBoard logs."""
     if not directory:
         raise UsageError("--tensorboard needs a folder name")
+    try:
+        os.fsencode(directory).decode("utf-8")
+    except UnicodeDecodeError:  # TensorFlow's file writers take only UTF-8 paths
+        raise UsageError(f"--tensorboard {directory!r} is not a UTF-8 path; choose another name") from None
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise UsageError(f"--tensorboard {directory} is a file, not a folder")
     for folder, _, files in os.walk(directory):
@@ -1337,10 +1374,13 @@ class TensorBoardLog:
         """A run folder's name, not yet taken: when, which recipe, which seed."""
         stem = os.path.join(self.root, f"{time.strftime('%Y%m%d-%H%M%S')}-{self.recipe_name}-seed{seed}")
         run, copy = stem, 1
-        while os.path.exists(run):
-            copy += 1
-            run = f"{stem}-{copy}"
-        return run
+        while True:
+            try:
+                os.makedirs(run)  # made here, so a run started in the same second cannot take it too
+                return run
+            except FileExistsError:
+                copy += 1
+                run = f"{stem}-{copy}"
 
     def callback(self, run: str) -> tf.keras.callbacks.Callback:
         # Keras's own callback writes every value the epoch's logs hold (EpochProgress puts the loss per
@@ -1616,7 +1656,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TITLE",
         help="list the movies most similar to this one: the cosine of their movie embeddings, since a "
         "vector's length mostly reflects popularity and its direction who watches it. TITLE is the exact "
-        "title, or a part of exactly one in any case and without accents, e.g. 'star wars' or 'deja vu'",
+        "title, or a part of exactly one in any case and without accents, e.g. 'star wars' or 'miserables'",
     )
     task.add_argument(
         "--liked",
@@ -1883,6 +1923,10 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
         check_save_dir(args.save_dir)
     if args.tensorboard is not None:
         check_tensorboard_dir(args.tensorboard)
+    if args.save_dir and args.tensorboard and nested(args.save_dir, args.tensorboard):
+        raise UsageError(
+            "--save-dir and --tensorboard must not be inside each other: each folder holds only its own files"
+        )
     recipe = recipe_from(args)
     data = load_movielens(args.data_dir, args.download_url, args.dataset)
     log = tensorboard_log(args)
@@ -1916,7 +1960,7 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
 
     if log:
         log.write_projector(run, recommender.movie_embeddings, data.catalogue, data.movie_titles)
-        progress(f"TensorBoard log in {run}; to see it: tensorboard --logdir {args.tensorboard}")
+        progress(f"TensorBoard log in {run}; to see it: tensorboard --logdir {shlex.quote(args.tensorboard)}")
 
     if args.save_dir is not None:
         details = {
@@ -1942,6 +1986,12 @@ def tensorboard_log(args: argparse.Namespace) -> "TensorBoardLog | None":
         "tuned" if args.tuned else "tutorial",
         read_movie_genres(args.data_dir, args.dataset),
     )
+
+
+def nested(first: str, second: str) -> bool:
+    """True when one folder is, or is inside, the other."""
+    first, second = os.path.realpath(first), os.path.realpath(second)
+    return os.path.commonpath([first, second]) in (first, second)
 
 
 def run_load(args: argparse.Namespace, stopwatch: Stopwatch) -> None:

@@ -37,6 +37,14 @@ def test_a_title_is_matched_exactly_or_by_a_unique_part(text, title):
     assert recommend.match_title(text, CATALOGUE) == title
 
 
+def test_a_whole_title_in_another_case_wins_over_the_titles_it_is_part_of():
+    titles = ["Fear (1996)", "Primal Fear (1996)"]
+    assert recommend.match_title("fear (1996)", titles) == "Fear (1996)"
+    assert recommend.match_title("primal", titles) == "Primal Fear (1996)"
+    with pytest.raises(recommend.UsageError, match="is part of 2 titles"):
+        recommend.match_title("fear", titles)
+
+
 def test_a_part_of_several_titles_is_refused_with_them_listed():
     with pytest.raises(recommend.UsageError) as refused:
         recommend.match_title("alpha 1", CATALOGUE)

@@ -125,16 +125,34 @@ def test_the_similar_and_liked_signatures_serve_a_plain_program_too(saved):
     ]
 
 
-def test_a_plain_program_asking_about_an_unknown_title_gets_an_error_not_an_answer(saved):
+def test_a_plain_program_asking_the_impossible_gets_an_error_not_an_answer(saved):
     target, _ = saved
     program = (
         "import sys, tensorflow as tf\n"
         "signatures = tf.saved_model.load(sys.argv[1]).signatures\n"
-        "signatures['similar_movies'](titles=tf.constant(['alpha 1']), k=tf.constant(3))\n"
+        "known, unknown = tf.constant(['Alpha 1 (2001)']), tf.constant(['Alpha 1 (2001)', 'alpha 1'])\n"
+        "no = tf.constant(False)\n"
+        "questions = [\n"
+        "    lambda: signatures['similar_movies'](titles=unknown, k=tf.constant(3)),\n"
+        "    lambda: signatures['recommend_for_liked'](titles=unknown, k=tf.constant(3), include_rated=no),\n"
+        "    lambda: signatures['similar_movies'](titles=known, k=tf.constant(12)),\n"
+        "    lambda: signatures['recommend_for_liked'](titles=known, k=tf.constant(12), include_rated=no),\n"
+        "]\n"
+        "for question in questions * 5:  # the check must win every time, not race the lookup it guards\n"
+        "    try:\n"
+        "        question()\n"
+        "        print('answered')\n"
+        "    except tf.errors.InvalidArgumentError as error:\n"
+        "        messages = ['a title is not in the catalogue (titles are exact)',\n"
+        "                    'k is more than the movies in the catalogue']\n"
+        "        failed = [message for message in messages if f'assertion failed: [{message}' in error.message]\n"
+        "        print(failed[0] if len(failed) == 1 else error.message)\n"
     )
     completed = plain_tensorflow(program, target)
-    assert completed.returncode != 0
-    assert "a title is not in the catalogue (titles are exact)" in completed.stderr
+    assert completed.returncode == 0, completed.stderr
+    unknown_title = "a title is not in the catalogue (titles are exact)"
+    too_many = "k is more than the movies in the catalogue"
+    assert completed.stdout.splitlines() == [unknown_title, unknown_title, too_many, too_many] * 5
 
 
 def test_a_recommender_saved_before_similar_and_liked_existed_says_so(tmp_path, capsys):

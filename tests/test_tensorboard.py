@@ -138,6 +138,18 @@ def test_a_log_that_cannot_be_written_ends_in_a_clear_message(tiny_tfds, tmp_pat
     assert "Traceback" not in err
 
 
+def test_save_dir_and_tensorboard_inside_each_other_are_refused(tmp_path, capsys):
+    for save_dir, logs in [(tmp_path / "m", tmp_path / "m" / "logs"), (tmp_path / "l" / "m", tmp_path / "l")]:
+        status, out, err = run(capsys, "--user", "1", "--save-dir", str(save_dir), "--tensorboard", str(logs))
+        assert_one_line_error(status, out, err, "must not be inside each other")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_path_that_is_not_utf8_is_refused(tmp_path, capsys):
+    folder = os.path.join(os.fsencode(tmp_path), b"logs\xff").decode(errors="surrogateescape")
+    assert_one_line_error(*run(capsys, "--user", "1", "--tensorboard", folder), "is not a UTF-8 path")
+
+
 def test_the_metadata_copes_with_unusual_titles_and_missing_genres(tmp_path):
     catalogue = np.array([b"Known (2000)", b"No Year Here", b"Tab\there (1999)"], dtype=object)
     genres = {b"Known (2000)": ["Drama", "Comedy"], b"Tab\there (1999)": []}
