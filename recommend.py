@@ -1169,6 +1169,14 @@ def evaluate(
         with (strategy or tf.distribute.get_strategy()).scope():
             two_tower = build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue, recipe)
             train(two_tower, features, recipe, seed, (log.callback(run),) if log else ())
+        if strategy is not None and strategy is not tf.distribute.get_strategy():
+            # Evaluated on this machine alone: Keras would otherwise spread the test set over the workers
+            # and add up their top-k accuracies.
+            trained, two_tower = two_tower, build_model(
+                user_ids_vocabulary, movie_titles_vocabulary, catalogue, recipe
+            )
+            two_tower.user_model.set_weights(trained.user_model.get_weights())
+            two_tower.movie_model.set_weights(trained.movie_model.get_weights())
         progress(f"Evaluating on {len(test_rows):,} held-out ratings")
         two_tower_runs.append(held_out_metrics(two_tower, data, train_rows, test_rows))
         if log:
@@ -1440,15 +1448,61 @@ class TensorBoardLog:
 
 
 def distribution_strategy(name: str) -> tf.distribute.Strategy:
-    """TensorFlow's strategy for --distribute: none (the default, one device) or mirrored (every local GPU,
-    or every logical CPU device when there is no GPU)."""
+    """TensorFlow's strategy for --distribute: none (the default, one device), mirrored (every local GPU,
+    or every logical CPU device when there is no GPU) or multi-worker (the machines TF_CONFIG names).
+
+    MultiWorkerMirroredStrategy must exist before TensorFlow runs its first operation, so main() calls
+    this before anything else."""
     if name == "none":
         return tf.distribute.get_strategy()
+    if name == "multi-worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
     devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-    strategy = tf.distribute.MirroredStrategy([device.name for device in devices])
-    names = ", ".join(device.name.split("device:")[-1] for device in devices)
-    progress(f"Training with MirroredStrategy on {strategy.num_replicas_in_sync} replica(s): {names}")
-    return strategy
+    return tf.distribute.MirroredStrategy([device.name for device in devices])
+
+
+def describe_strategy(strategy: tf.distribute.Strategy) -> str:
+    devices = ", ".join(device.split("device:")[-1] for device in strategy.extended.worker_devices)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return f"Training with MirroredStrategy on {strategy.num_replicas_in_sync} replica(s): {devices}"
+    resolver = strategy.cluster_resolver
+    workers = len(resolver.cluster_spec().as_dict().get("worker", []))
+    return (
+        f"Training with MultiWorkerMirroredStrategy on {strategy.num_replicas_in_sync} replica(s) of {workers} "
+        f"workers; this is worker {resolver.task_id}, using {devices}"
+    )
+
+
+def check_tf_config() -> None:
+    """Refuses --distribute multi-worker without a TF_CONFIG that names the workers and this one."""
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        raise UsageError(
+            "--distribute multi-worker needs the TF_CONFIG environment variable, naming every worker and "
+            'this one\'s index (see README.md, "Bigger data and more devices")'
+        )
+    try:
+        config = json.loads(text)
+        workers, task = config["cluster"]["worker"], config["task"]
+        valid = isinstance(workers, list) and workers and 0 <= int(task["index"]) < len(workers)
+    except (ValueError, KeyError, TypeError):
+        valid = False
+    if not valid:
+        raise UsageError(
+            'TF_CONFIG must be JSON like {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+            '"task": {"type": "worker", "index": 0}}'
+        )
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process prints, evaluates, logs and saves: always, except for workers other than the
+    first of a multi-worker cluster, which only train their share and leave quietly."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if "chief" in resolver.cluster_spec().as_dict():
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0
 
 
 def no_kernel_message(strategy_name: str, error: tf.errors.OpError) -> str:
@@ -1719,10 +1773,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--distribute",
-        choices=("none", "mirrored"),
+        choices=("none", "mirrored", "multi-worker"),
         default="none",
         help="train with a tf.distribute strategy: mirrored copies the model to every local GPU (or every "
-        "logical CPU device when there is none) and splits each batch between them (default: %(default)s)",
+        "logical CPU device when there is none) and splits each batch between them; multi-worker does so "
+        "across the machines the TF_CONFIG environment variable names, and only worker 0 prints, logs and "
+        "saves (default: %(default)s)",
     )
     parser.add_argument(
         "--data-dir",
@@ -1917,7 +1973,7 @@ def answer(recommender, question: dict, args: argparse.Namespace) -> None:
     print_ranking(heading, items, document, args.json)
 
 
-def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
+def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.distribute.Strategy) -> None:
     check_data_dir(args.data_dir)
     if args.save_dir is not None:
         check_save_dir(args.save_dir)
@@ -1929,7 +1985,7 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
         )
     recipe = recipe_from(args)
     data = load_movielens(args.data_dir, args.download_url, args.dataset)
-    log = tensorboard_log(args)
+    log = tensorboard_log(args) if is_chief(strategy) else None
     rated_counts = rated_titles_per_user(data)
     catalogue_size = len(data.catalogue)
     question = check_question(args, [title.decode("utf-8") for title in data.catalogue], rated_counts)
@@ -1945,7 +2001,7 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
 
     run = log.new_run(args.seed) if log else None
     callbacks = (log.callback(run),) if log else ()
-    with distribution_strategy(args.distribute).scope():
+    with strategy.scope():
         model = build_model(user_ids_vocabulary, movie_titles_vocabulary, data.catalogue, recipe)
         train(
             model, training_features(data.user_ids, data.movie_titles, recipe), recipe, args.seed, callbacks
@@ -1962,7 +2018,7 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
         log.write_projector(run, recommender.movie_embeddings, data.catalogue, data.movie_titles)
         progress(f"TensorBoard log in {run}; to see it: tensorboard --logdir {shlex.quote(args.tensorboard)}")
 
-    if args.save_dir is not None:
+    if args.save_dir is not None and is_chief(strategy):
         details = {
             "dataset": data.size,
             "catalogue_size": catalogue_size,
@@ -2023,7 +2079,7 @@ def run_load(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
     stopwatch.lap("query")
 
 
-def run_evaluate(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
+def run_evaluate(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.distribute.Strategy) -> None:
     if args.repeat is not None and args.seed + args.repeat - 1 > 2**32 - 1:
         raise UsageError(
             f"--seed {args.seed} with --repeat {args.repeat} runs past the largest seed, 4294967295"
@@ -2036,11 +2092,11 @@ def run_evaluate(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
     if args.tensorboard is not None:
         check_tensorboard_dir(args.tensorboard)
     data = load_movielens(args.data_dir, args.download_url, args.dataset)
-    log = tensorboard_log(args)
+    log = tensorboard_log(args) if is_chief(strategy) else None
     stopwatch.lap("load")
     repeat = args.repeat or 1
     seeds = list(range(args.seed, args.seed + repeat))
-    results = evaluate(data, recipe_from(args), seeds, log, distribution_strategy(args.distribute))
+    results = evaluate(data, recipe_from(args), seeds, log, strategy)
     stopwatch.lap("evaluation")
     if args.repeat is None:
         results["two_tower"] = results["two_tower"][0]
@@ -2055,14 +2111,19 @@ def run_evaluate(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
     print_evaluation(results, args.json)
 
 
-def quiet_logs() -> None:
-    """Keeps TensorFlow's and TFDS's own logging out of the way: stderr is for this program's progress."""
+def quiet_logs(distribute: str) -> tf.distribute.Strategy:
+    """Keeps TensorFlow's and TFDS's own logging out of the way: stderr is for this program's progress.
+    Returns the --distribute strategy, made here because a multi-worker one must come before any op."""
     tf.get_logger().setLevel("ERROR")
     tf.autograph.set_verbosity(0)
     absl_logging.set_verbosity(absl_logging.ERROR)
+    if distribute == "multi-worker":
+        check_tf_config()
     # TensorFlow looks for a GPU the first time it runs an op and logs from C++ when there is none.
     with native_stderr_captured():
+        strategy = distribution_strategy(distribute)
         tf.config.list_logical_devices()
+    return strategy
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -2073,17 +2134,28 @@ def main(argv: list[str] | None = None) -> int:
         return int(parser_exit.code or 0)
     stopwatch = Stopwatch()
     try:
-        quiet_logs()
+        strategy = quiet_logs(args.distribute)
         if args.repeat is not None and not args.evaluate:
             raise UsageError(
                 "--repeat repeats an --evaluate run; it does nothing for --user, --similar-to or --liked"
             )
-        if args.evaluate:
-            run_evaluate(args, stopwatch)
-        elif args.load_dir is not None:
-            run_load(args, stopwatch)
-        else:
-            run_recommend(args, stopwatch)
+        if args.distribute != "none" and args.load_dir is not None:
+            raise UsageError("--distribute trains, and --load-dir trains nothing")
+        # A worker other than the first trains its share and leaves quietly: nothing on stdout or stderr.
+        quiet = contextlib.ExitStack()
+        if not is_chief(strategy):
+            devnull = quiet.enter_context(open(os.devnull, "w"))
+            quiet.enter_context(contextlib.redirect_stdout(devnull))
+            quiet.enter_context(contextlib.redirect_stderr(devnull))
+        elif args.distribute != "none":
+            progress(describe_strategy(strategy))
+        with quiet:
+            if args.evaluate:
+                run_evaluate(args, stopwatch, strategy)
+            elif args.load_dir is not None:
+                run_load(args, stopwatch)
+            else:
+                run_recommend(args, stopwatch, strategy)
     except UsageError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
