@@ -18,9 +18,9 @@ Around them, each in its own section after the six steps: similar movies and new
 tower alone answers "what is like this film?" and, by fitting a vector for someone the model never saw,
 "what should I watch, given these films I liked?"), downloading MovieLens on its registered SHA-256
 (find_or_fetch_archive), evaluate (held-out accuracy against recommending the most popular movies, with
-its spread over seeds), TensorBoard (the loss curve and a map of the movie embeddings),
-save_recommender / load_recommender (a SavedModel that answers without retraining), and the command
-line, which turns every failure into one clear message.
+its spread over seeds), TensorBoard (the loss curve and a map of the movie embeddings), training on
+several devices or machines (tf.distribute), save_recommender / load_recommender (a SavedModel that
+answers without retraining), and the command line, which turns every failure into one clear message.
 
 Run it:
 
@@ -30,6 +30,7 @@ Run it:
     python recommend.py --evaluate --repeat 5      # ... and by more than the spread over five seeds?
     python recommend.py --liked "star wars" --liked "fargo" --tuned   # recommendations for you
     python recommend.py --similar-to "toy story" --tensorboard logs   # then: tensorboard --logdir logs
+    python recommend.py --dataset 1m --user 42 --distribute mirrored    # bigger data, every local GPU
     python recommend.py --user 42 --download-url https://mirror.example/ml-100k.zip   # GroupLens down
 """
 
