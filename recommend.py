@@ -208,7 +208,8 @@ class MovieLens:
         # 18 titles belong to two movie ids each. The towers know movies by title, so both ids share one
         # embedding: recommending each distinct title once keeps the list free of repeats. A title nobody
         # rated (none in 100k, thousands in 20m) keeps the random vector it started with: it is left out.
-        return np.intersect1d(self.movies, self.movie_titles)
+        rated = set(self.movie_titles.tolist())
+        return np.array([title for title in np.unique(self.movies) if title in rated], dtype=object)
 
     @functools.cached_property
     def rated_pairs(self) -> np.ndarray:
