@@ -128,9 +128,6 @@ RANKING_CUTOFF = 10
 # A new viewer's vector (--liked) is fitted by Newton's method, which converges in a handful of steps;
 # twenty leave it unchanged to four decimals on MovieLens 100k, for two liked titles or ten.
 FOLD_IN_STEPS = 20
-# The tutorial recipe has no L2: stopping after three epochs is what keeps its vectors short. Fitting a
-# viewer to convergence has no such stop, so the tuned recipe's pull towards zero stands in for it.
-FOLD_IN_DEFAULT_L2 = 0.3
 SAVED_RECOMMENDER_FILE = "recommender.json"
 SAVED_RECOMMENDER_FORMAT = "recommend.py saved recommender"
 # What tf.saved_model.save writes, plus recommender.json: a folder with anything else is not ours.
@@ -176,6 +173,11 @@ TUNED = Recipe(
     sampling_correction=True,
     embedding_l2=0.3,
 )
+
+
+# The tutorial recipe has no L2: stopping after three epochs is what keeps its vectors short. Fitting a
+# new viewer (--liked) to convergence has no such stop, so the tuned recipe's pull towards zero stands in.
+FOLD_IN_DEFAULT_L2 = TUNED.embedding_l2
 
 
 class UsageError(Exception):
@@ -1362,10 +1364,7 @@ def log_write_failures(run: str):
     try:
         yield
     except (OSError, tf.errors.OpError) as error:
-        reason = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
-        raise SaveFailed(
-            f"could not write the TensorBoard log in {run}: {reason.strip().splitlines()[0]}"
-        ) from None
+        raise SaveFailed(f"could not write the TensorBoard log in {run}: {failure_reason(error)}") from None
 
 
 class TensorBoardLog:
@@ -1413,31 +1412,29 @@ class TensorBoardLog:
         They go beside the loss curve's events in run/train, where Keras's callback puts its own: the
         projector shows only folders that hold events, so a map in the run folder itself would not appear.
         """
+        folder = os.path.join(run, "train")
         with log_write_failures(run):
-            self._write_projector(os.path.join(run, "train"), movie_embeddings, catalogue, trained_titles)
-
-    def _write_projector(self, folder, movie_embeddings, catalogue, trained_titles) -> None:
-        os.makedirs(folder, exist_ok=True)
-        titles, counts = np.unique(trained_titles, return_counts=True)
-        ratings = dict(zip(titles, counts))
-        with open(os.path.join(folder, "metadata.tsv"), "w", encoding="utf-8") as metadata:
-            # "first_genre" has one value per movie, so the projector can colour by it; "genres" lists all.
-            metadata.write("title\tyear\tgenres\tfirst_genre\tratings\n")
-            for title in catalogue:
-                text = re.sub(r"\s+", " ", title.decode("utf-8"))
-                year = re.search(r"\((\d{4})\)\s*$", text)
-                genres = self.genres.get(title) or ["(none)"]
-                metadata.write(
-                    f"{text}\t{year.group(1) if year else ''}\t{'|'.join(genres)}\t{genres[0]}"
-                    f"\t{ratings.get(title, 0)}\n"
-                )
-        checkpoint = tf.train.Checkpoint(movie_embeddings=tf.Variable(movie_embeddings))
-        checkpoint.save(os.path.join(folder, "movie_embeddings"))
-        config = projector.ProjectorConfig()
-        embedding = config.embeddings.add()
-        embedding.tensor_name = "movie_embeddings/.ATTRIBUTES/VARIABLE_VALUE"
-        embedding.metadata_path = "metadata.tsv"
-        projector.visualize_embeddings(folder, config)
+            os.makedirs(folder, exist_ok=True)
+            titles, counts = np.unique(trained_titles, return_counts=True)
+            ratings = dict(zip(titles, counts))
+            with open(os.path.join(folder, "metadata.tsv"), "w", encoding="utf-8") as metadata:
+                # "first_genre" has one value per movie, so the projector can colour by it; "genres" lists all.
+                metadata.write("title\tyear\tgenres\tfirst_genre\tratings\n")
+                for title in catalogue:
+                    text = re.sub(r"\s+", " ", title.decode("utf-8"))
+                    year = re.search(r"\((\d{4})\)\s*$", text)
+                    genres = self.genres.get(title) or ["(none)"]
+                    metadata.write(
+                        f"{text}\t{year.group(1) if year else ''}\t{'|'.join(genres)}\t{genres[0]}"
+                        f"\t{ratings.get(title, 0)}\n"
+                    )
+            checkpoint = tf.train.Checkpoint(movie_embeddings=tf.Variable(movie_embeddings))
+            checkpoint.save(os.path.join(folder, "movie_embeddings"))
+            config = projector.ProjectorConfig()
+            embedding = config.embeddings.add()
+            embedding.tensor_name = "movie_embeddings/.ATTRIBUTES/VARIABLE_VALUE"
+            embedding.metadata_path = "metadata.tsv"
+            projector.visualize_embeddings(folder, config)
 
 
 # Training on several devices -------------------------------------------------------------------------
@@ -1509,7 +1506,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 def no_kernel_message(strategy_name: str, error: tf.errors.OpError) -> str:
     """What to tell a user whose devices lack an operation the strategy placed on them."""
-    detail = (error.message or str(error)).strip().splitlines()[0]
+    detail = failure_reason(error)
     return (
         f"training with --distribute {strategy_name} failed: an operation has no kernel on these devices "
         f"({detail[:200]}). Adagrad's sparse update is the usual one: it has no GPU kernel under "
@@ -1600,13 +1597,18 @@ def save_recommender(recommender: Recommender, details: dict, directory: str) ->
         shutil.rmtree(staging, ignore_errors=True)
         remove_empty_folders(created)
         if isinstance(error, (OSError, tf.errors.OpError)):
-            reason = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
             outcome = "the folder is as it was" if existed else "nothing was left behind"
             raise SaveFailed(
-                f"could not save the recommender to {given}: {reason.strip().splitlines()[0]}; {outcome}"
+                f"could not save the recommender to {given}: {failure_reason(error)}; {outcome}"
             ) from None
         raise
     shutil.rmtree(set_aside, ignore_errors=True)
+
+
+def failure_reason(error: Exception) -> str:
+    """The first line of what went wrong: the OS's words for an OSError, TensorFlow's for an OpError."""
+    reason = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
+    return reason.strip().splitlines()[0] if reason.strip() else type(error).__name__
 
 
 def current_umask() -> int:
@@ -1922,11 +1924,14 @@ def check_data_dir(directory: str | None) -> None:
         raise UsageError(f"--data-dir {directory!r} is not a folder")
 
 
-def check_question(args: argparse.Namespace, titles: list[str], rated_counts: dict[str, int]) -> dict:
+def check_question(
+    args: argparse.Namespace, catalogue_size: int, rated_counts: dict[str, int], titles: list[str] | None
+) -> dict:
     """Checks what was asked against the data before any training, and names the movies it means.
+    TITLES, the catalogue as text, is needed only for --similar-to and --liked.
 
     Returns {"user": id}, {"similar_to": title} or {"liked": [titles]}, with every title exact."""
-    size = len(titles)
+    size = catalogue_size
     if args.user is not None:
         check_request(args.user, args.k, args.include_rated, rated_counts, size)
         return {"user": args.user}
@@ -1990,7 +1995,8 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.d
     log = tensorboard_log(args) if is_chief(strategy) else None
     rated_counts = rated_titles_per_user(data)
     catalogue_size = len(data.catalogue)
-    question = check_question(args, [title.decode("utf-8") for title in data.catalogue], rated_counts)
+    titles = [title.decode("utf-8") for title in data.catalogue]
+    question = check_question(args, catalogue_size, rated_counts, titles)
     stopwatch.lap("load")
 
     # One seed for Python, numpy and TensorFlow: the embeddings' starting values and the shuffling. On a
@@ -2074,8 +2080,8 @@ def run_load(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
             f"the recommender in {args.load_dir} was saved before --similar-to and --liked existed; "
             "train and save it again to ask it those"
         )
-    titles = catalogue_titles(recommender) if args.user is None else [""] * details["catalogue_size"]
-    question = check_question(args, titles, details["rated_counts"])
+    titles = catalogue_titles(recommender) if args.user is None else None
+    question = check_question(args, details["catalogue_size"], details["rated_counts"], titles)
     stopwatch.lap("load")
     answer(recommender, question, args)
     stopwatch.lap("query")

@@ -29,6 +29,14 @@ USERS = [str(user) for user in range(1, 9)]
 PLANTED_USER, PLANTED_MOVIE = "1", "Alpha 5 (2001)"
 
 
+def first_movie_ids() -> dict[str, int]:
+    """Each title's movie id in the raw files (ids count from 1; a shared title's ratings go to its first)."""
+    movie_ids = {}
+    for movie_id, title in enumerate(MOVIE_TITLES, start=1):
+        movie_ids.setdefault(title, movie_id)
+    return movie_ids
+
+
 def tiny_ratings() -> list[tuple[str, str]]:
     ratings = []
     for user in USERS:
@@ -62,10 +70,9 @@ def tiny_archive() -> bytes:
 def write_raw_movielens(folder) -> None:
     """Writes the tiny dataset in the format of GroupLens' ml-100k files (invented data, not MovieLens)."""
     os.makedirs(folder)
-    movie_ids = {}
+    movie_ids = first_movie_ids()
     with open(os.path.join(folder, "u.item"), "w", encoding="iso-8859-1") as items:
         for movie_id, title in enumerate(MOVIE_TITLES, start=1):
-            movie_ids.setdefault(title, movie_id)
             items.write(
                 f"{movie_id}|{title}|01-Jan-2001||http://example.invalid/|" + "|".join("0" * 19) + "\n"
             )
@@ -78,10 +85,9 @@ def write_raw_movielens(folder) -> None:
 def write_raw_movielens_1m(folder) -> None:
     """The tiny dataset in the format of GroupLens' ml-1m files: "::" separators, ISO-8859-1."""
     os.makedirs(folder)
-    movie_ids = {}
+    movie_ids = first_movie_ids()
     with open(os.path.join(folder, "movies.dat"), "w", encoding="iso-8859-1") as movies:
         for movie_id, title in enumerate(MOVIE_TITLES, start=1):
-            movie_ids.setdefault(title, movie_id)
             movies.write(f"{movie_id}::{title}::Drama|Comedy\n")
     with open(os.path.join(folder, "users.dat"), "w") as users:
         users.writelines(f"{user}::F::25::0::00000\n" for user in USERS)
@@ -92,13 +98,11 @@ def write_raw_movielens_1m(folder) -> None:
 def write_raw_movielens_csv(folder) -> None:
     """The tiny dataset in the CSV format of GroupLens' ml-20m and ml-25m files."""
     os.makedirs(folder)
-    movie_ids = {}
+    movie_ids = first_movie_ids()
     with open(os.path.join(folder, "movies.csv"), "w", encoding="utf-8", newline="") as movies:
         writer = csv.writer(movies)
         writer.writerow(["movieId", "title", "genres"])
-        for movie_id, title in enumerate(MOVIE_TITLES, start=1):
-            movie_ids.setdefault(title, movie_id)
-            writer.writerow([movie_id, title, "Drama"])
+        writer.writerows([movie_id, title, "Drama"] for movie_id, title in enumerate(MOVIE_TITLES, start=1))
     with open(os.path.join(folder, "ratings.csv"), "w", newline="") as ratings:
         writer = csv.writer(ratings)
         writer.writerow(["userId", "movieId", "rating", "timestamp"])

@@ -14,6 +14,7 @@ from tensorboard.plugins.projector import projector_plugin
 import recommend
 from conftest import MOVIE_TITLES, tiny_ratings
 from test_cli import assert_one_line_error, run
+from test_saving import snapshot
 
 TINY_TRAINING = ["--epochs", "4", "--embedding-dim", "8", "--batch-size", "64"]
 
@@ -163,16 +164,6 @@ def test_the_metadata_copes_with_unusual_titles_and_missing_genres(tmp_path):
         "Tab here (1999)\t1999\t(none)\t(none)\t0",
     ]
     recommend.check_tensorboard_dir(str(tmp_path))  # what it wrote counts as TensorBoard logs
-
-
-def snapshot(directory) -> dict[str, bytes]:
-    files = {}
-    for root, _, names in os.walk(directory):
-        for name in names:
-            path = os.path.join(root, name)
-            with open(path, "rb") as file:
-                files[os.path.relpath(path, directory)] = file.read()
-    return files
 
 
 @pytest.mark.usefixtures("real_movielens")
