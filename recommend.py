@@ -56,6 +56,7 @@ import time
 import unicodedata
 import urllib.parse
 import warnings
+from collections.abc import Callable, Iterator
 
 # TensorFlow Recommenders is written for Keras 2. Since TensorFlow 2.16, `tf.keras` is Keras 3 unless
 # this is set before TensorFlow is imported; then `tf.keras` is the tf-keras package (Keras 2).
@@ -115,6 +116,13 @@ IMPORTED_AT = time.perf_counter()
 DATASET_SIZES = ("100k", "1m", "20m", "25m")
 RATINGS_DATASET = "movielens/100k-ratings"
 MOVIES_DATASET = "movielens/100k-movies"
+# Ratings are read and parsed a million at a time (about 150 MB of serialized examples), so reading
+# MovieLens 25M needs no more memory than reading 1M.
+READ_CHUNK_SIZE = 1_000_000
+# tf.data's shuffle holds its buffer's elements, about 200 bytes each. Two million (0.4 GB) covers every
+# rating of 100k and 1M, so those are shuffled whole; 20M and 25M are shuffled within a window of two
+# million, which mixes them well because TFDS stores examples in a random order to begin with.
+SHUFFLE_BUFFER_SIZE = 2_000_000
 # A server silent for this long is not going to send 5 MB in a useful time either; TFDS alone would
 # retry for minutes.
 DOWNLOAD_TIMEOUT_SECONDS = 10
@@ -125,9 +133,14 @@ TRAIN_FRACTION = 0.8
 TOP_KS = (1, 5, 10, 50, 100)
 DEFAULT_SEED = 42
 RANKING_CUTOFF = 10
+# Users ranked against the whole catalogue at once when evaluating: 1,024 users x 62,423 movies of
+# MovieLens 25M take about 1 GB with the sort's working copies.
+USERS_PER_BLOCK = 1024
 # A new viewer's vector (--liked) is fitted by Newton's method, which converges in a handful of steps;
 # twenty leave it unchanged to four decimals on MovieLens 100k, for two liked titles or ten.
 FOLD_IN_STEPS = 20
+# Long work says how far it has got at least this often, on stderr.
+PROGRESS_EVERY_SECONDS = 10
 SAVED_RECOMMENDER_FILE = "recommender.json"
 SAVED_RECOMMENDER_FORMAT = "recommend.py saved recommender"
 # What tf.saved_model.save writes, plus recommender.json: a folder with anything else is not ours.
@@ -198,25 +211,108 @@ class SaveFailed(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class MovieLens:
-    """MovieLens as arrays of UTF-8 bytes, as TFDS stores them."""
+    """MovieLens as numbers: each rating is a user's row in `users` and a title's row in `titles`.
 
-    user_ids: np.ndarray  # who gave each rating
-    movie_titles: np.ndarray  # which movie each rating is for
+    Each id and title is kept once. MovieLens 25M has 25 million ratings but only 162,541 users and 62,423
+    titles: two int32 numbers a rating take 200 MB, where a Python string per id and title took about 4 GB.
+    """
+
+    users: np.ndarray  # every user id that rated something, sorted (UTF-8 bytes, as TFDS stores text)
+    titles: np.ndarray  # every distinct title of the movies dataset, sorted
+    rating_users: np.ndarray  # int32: for each rating, its user's row in `users`
+    rating_titles: np.ndarray  # int32: for each rating, its title's row in `titles`
     movies: np.ndarray  # the title of every movie id, as the movies dataset lists them (1,682 ids in 100k)
+    # 18 titles belong to two movie ids each. The towers know movies by title, so both ids share one
+    # embedding: recommending each distinct title once keeps the list free of repeats. A title nobody
+    # rated (none in 100k, thousands in 20m) keeps the random vector it started with: it is left out.
+    catalogue_titles: np.ndarray  # int32: the rows of `titles` somebody rated, sorted: the catalogue
     size: str = "100k"  # which MovieLens: one of DATASET_SIZES
+
+    @classmethod
+    def from_ratings(
+        cls, user_ids: np.ndarray, movie_titles: np.ndarray, movies: np.ndarray, size: str = "100k"
+    ) -> "MovieLens":
+        """From one user id and one title per rating (bytes), and the movies dataset's titles."""
+        users, rating_users = np.unique(np.asarray(user_ids, dtype=object), return_inverse=True)
+        seen_titles, rating_titles = np.unique(np.asarray(movie_titles, dtype=object), return_inverse=True)
+        return cls.numbered(users, rating_users, seen_titles, rating_titles, movies, size)
+
+    @classmethod
+    def numbered(
+        cls,
+        users: np.ndarray,
+        rating_users: np.ndarray,
+        seen_titles: np.ndarray,
+        rating_titles: np.ndarray,
+        movies: np.ndarray,
+        size: str,
+    ) -> "MovieLens":
+        """From ratings numbered by rows of any list of users and of titles: re-numbers both by sorted rows."""
+        user_order = np.argsort(users, kind="stable")
+        user_rows = np.empty(len(users), np.int32)
+        user_rows[user_order] = np.arange(len(users), dtype=np.int32)
+        titles = np.unique(np.asarray(movies, dtype=object))
+        title_rows = np.searchsorted(titles, seen_titles).astype(np.int32)
+        unknown = [
+            title for title, row in zip(seen_titles, title_rows) if row == len(titles) or titles[row] != title
+        ]
+        if unknown:
+            raise ValueError(
+                f"{len(unknown)} rated titles are not in the movies dataset, such as {unknown[0]!r}"
+            )
+        rating_titles = title_rows[rating_titles]
+        return cls(
+            users=np.asarray(users, dtype=object)[user_order],
+            titles=titles,
+            rating_users=user_rows[rating_users],
+            rating_titles=rating_titles,
+            movies=np.asarray(movies, dtype=object),
+            catalogue_titles=np.unique(rating_titles).astype(np.int32),
+            size=size,
+        )
+
+    @property
+    def num_ratings(self) -> int:
+        return len(self.rating_users)
+
+    @property
+    def user_ids(self) -> np.ndarray:
+        """Who gave each rating, as text: one Python object a rating, so only for small data."""
+        return self.users[self.rating_users]
+
+    @property
+    def movie_titles(self) -> np.ndarray:
+        """Which title each rating is for, as text: one Python object a rating, so only for small data."""
+        return self.titles[self.rating_titles]
 
     @functools.cached_property
     def catalogue(self) -> np.ndarray:
-        # 18 titles belong to two movie ids each. The towers know movies by title, so both ids share one
-        # embedding: recommending each distinct title once keeps the list free of repeats. A title nobody
-        # rated (none in 100k, thousands in 20m) keeps the random vector it started with: it is left out.
-        rated = set(self.movie_titles.tolist())
-        return np.array([title for title in np.unique(self.movies) if title in rated], dtype=object)
+        """Every title somebody rated, sorted: what can be recommended."""
+        return self.titles[self.catalogue_titles]
 
     @functools.cached_property
-    def rated_pairs(self) -> np.ndarray:
-        """Every distinct (user, title) rating as b"user<TAB>title", sorted."""
-        return np.unique([user + b"\t" + title for user, title in zip(self.user_ids, self.movie_titles)])
+    def rating_catalogue_rows(self) -> np.ndarray:
+        """For each rating, its title's row in the catalogue."""
+        return np.searchsorted(self.catalogue_titles, self.rating_titles).astype(np.int32)
+
+    @functools.cached_property
+    def rated_by_user(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each user's distinct rated titles as catalogue rows: (offsets, rows), where user u's are
+        rows[offsets[u]:offsets[u + 1]], sorted. A rating given twice counts once."""
+        columns = len(self.catalogue_titles)
+        pairs = np.unique(self.rating_users.astype(np.int64) * columns + self.rating_catalogue_rows)
+        offsets = np.searchsorted(pairs // columns, np.arange(len(self.users) + 1))
+        return offsets, (pairs % columns).astype(np.int32)
+
+    def ratings_per_title(self) -> np.ndarray:
+        """How many ratings each catalogue title has."""
+        return np.bincount(self.rating_catalogue_rows, minlength=len(self.catalogue_titles))
+
+    def subset(self, rows: np.ndarray) -> "MovieLens":
+        """Only the ratings in ROWS; the users, titles and catalogue stay those of the whole dataset."""
+        return dataclasses.replace(
+            self, rating_users=self.rating_users[rows], rating_titles=self.rating_titles[rows]
+        )
 
 
 # 1. Load ----------------------------------------------------------------------------------------------
@@ -225,16 +321,43 @@ class MovieLens:
 def load_movielens(
     data_dir: str | None = None, download_url: str | None = None, size: str = "100k"
 ) -> MovieLens:
-    """Reads who rated which movie, and every movie's title, from TensorFlow Datasets."""
+    """Reads who rated which movie, and every movie's title, from TensorFlow Datasets.
+
+    The ratings arrive a chunk at a time and are kept as numbers (see MovieLens), so the memory this takes
+    stays bounded on 25 million ratings."""
     ratings_dataset, movies_dataset = dataset_names(size)
-    ratings = read_text_features(ratings_dataset, ("user_id", "movie_title"), data_dir, download_url)
-    movies = read_text_features(movies_dataset, ("movie_title",), data_dir, download_url)
-    return MovieLens(
-        user_ids=ratings["user_id"],
-        movie_titles=ratings["movie_title"],
-        movies=movies["movie_title"],
-        size=size,
-    )
+    users, titles = {}, {}
+    rating_users, rating_titles = [np.zeros(0, np.int32)], [np.zeros(0, np.int32)]
+    heartbeat, read = Heartbeat(), 0
+    for chunk in read_text_features(ratings_dataset, ("user_id", "movie_title"), data_dir, download_url):
+        rating_users.append(numbered(chunk["user_id"], users))
+        rating_titles.append(numbered(chunk["movie_title"], titles))
+        read += len(rating_users[-1])
+        heartbeat.beat(f"  read {read:,} ratings of {ratings_dataset}")
+    movies = [
+        chunk["movie_title"].numpy()
+        for chunk in read_text_features(movies_dataset, ("movie_title",), data_dir, download_url)
+    ]
+    try:
+        return MovieLens.numbered(
+            np.array(list(users), dtype=object),
+            np.concatenate(rating_users),
+            np.array(list(titles), dtype=object),
+            np.concatenate(rating_titles),
+            np.concatenate([np.zeros(0, dtype=object), *movies]),
+            size,
+        )
+    except ValueError as error:  # ratings of a title the movies dataset lacks: one of them is damaged
+        folder = pathlib.Path(data_dir or tfds.core.constants.get_default_data_dir()) / ratings_dataset
+        raise DataUnavailableError(damaged_data_message(ratings_dataset, folder, error)) from None
+
+
+def numbered(values: tf.Tensor, numbers: dict[bytes, int]) -> np.ndarray:
+    """Numbers each of VALUES in the order first seen, adding the ones not yet in NUMBERS (value: number).
+    Only a chunk's distinct values ever become Python objects."""
+    distinct, rows = tf.unique(values)
+    known = [numbers.setdefault(value, len(numbers)) for value in distinct.numpy().tolist()]
+    return np.array(known, dtype=np.int32)[rows.numpy()]
 
 
 def dataset_names(size: str) -> tuple[str, str]:
@@ -244,13 +367,14 @@ def dataset_names(size: str) -> tuple[str, str]:
 
 def read_text_features(
     name: str, features: tuple[str, ...], data_dir: str | None, download_url: str | None = None
-) -> dict[str, np.ndarray]:
-    """Reads a few text features of every example of a TFDS dataset, preparing the dataset if needed.
+) -> Iterator[dict[str, tf.Tensor]]:
+    """Yields a few text features of every example of a TFDS dataset, a chunk of examples at a time,
+    preparing the dataset first if needed.
 
     This gives what `tfds.load(name, split="train")` gives, in the same order, only faster. TFDS parses
     examples one at a time, which costs about 2.5 s for the 100k ratings on a small machine: a fifth of
     this whole program. A prepared TFDS dataset is a set of TFRecord files of tf.train.Example protos,
-    so read them whole and parse every example in one batched call instead (0.3 s).
+    so read them a million at a time and parse each million in one batched call instead (0.3 s for 100k).
     """
     try:
         builder = tfds.builder(name, data_dir=data_dir)
@@ -259,7 +383,7 @@ def read_text_features(
         raise DataUnavailableError(damaged_data_message(name, folder, error)) from None
     prepare_dataset(builder, download_url)
     try:
-        return read_prepared_features(builder, features)
+        yield from read_prepared_features(builder, features)
     except (tf.errors.OpError, OSError, ValueError) as error:
         raise DataUnavailableError(
             damaged_data_message(name, pathlib.Path(builder.data_dir).parent, error)
@@ -268,23 +392,19 @@ def read_text_features(
 
 def read_prepared_features(
     builder: tfds.core.DatasetBuilder, features: tuple[str, ...]
-) -> dict[str, np.ndarray]:
+) -> Iterator[dict[str, tf.Tensor]]:
     if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
         # Prepared in another format (ArrayRecord, say): read it the standard way, one example at a time.
         dataset = builder.as_dataset(
             split="train", decoders=tfds.decode.PartialDecoding(dict.fromkeys(features, True))
         )
-        examples = list(tfds.as_numpy(dataset))
-        return {
-            feature: np.array([example[feature] for example in examples], dtype=object)
-            for feature in features
-        }
+        yield from dataset.batch(READ_CHUNK_SIZE)
+        return
     split = builder.info.splits["train"]
-    examples = tf.data.TFRecordDataset(split.filepaths).batch(split.num_examples).get_single_element()
-    parsed = tf.io.parse_example(
-        examples, {feature: tf.io.FixedLenFeature([], tf.string) for feature in features}
-    )
-    return {feature: parsed[feature].numpy() for feature in features}
+    text = {feature: tf.io.FixedLenFeature([], tf.string) for feature in features}
+    chunks = tf.data.TFRecordDataset(split.filepaths).batch(READ_CHUNK_SIZE)
+    # Two chunks parsed at once keep both cores of a small machine busy, and hold about 0.5 GB.
+    yield from chunks.map(lambda examples: tf.io.parse_example(examples, text), num_parallel_calls=2)
 
 
 def prepare_dataset(builder: tfds.core.DatasetBuilder, download_url: str | None = None) -> None:
@@ -353,17 +473,17 @@ def build_vocabularies(data: MovieLens) -> tuple[tf.keras.layers.StringLookup, t
     # The tutorial calls `adapt()`, which counts tokens with TensorFlow ops; fed one example at a time
     # that takes about a minute. Counting with numpy takes milliseconds and gives the same vocabulary:
     # most frequent first, ties broken by the token in descending order, exactly as `adapt()` orders it.
-    def by_frequency(tokens: np.ndarray) -> np.ndarray:
-        distinct, counts = np.unique(tokens, return_counts=True)
+    def by_frequency(distinct: np.ndarray, counts: np.ndarray) -> np.ndarray:
         return distinct[np.lexsort((distinct, counts))[::-1]]
 
     # `mask_token=None` leaves one extra row, index 0, for ids the vocabulary has never seen (the
     # out-of-vocabulary row): an unknown user then gets an untrained embedding instead of an error.
     user_ids_vocabulary = tf.keras.layers.StringLookup(
-        mask_token=None, vocabulary=by_frequency(data.user_ids)
+        mask_token=None,
+        vocabulary=by_frequency(data.users, np.bincount(data.rating_users, minlength=len(data.users))),
     )
     movie_titles_vocabulary = tf.keras.layers.StringLookup(
-        mask_token=None, vocabulary=by_frequency(data.movies)
+        mask_token=None, vocabulary=by_frequency(*np.unique(data.movies, return_counts=True))
     )
     return user_ids_vocabulary, movie_titles_vocabulary
 
@@ -490,15 +610,28 @@ def retrieval_task(movie_model: tf.keras.Model, catalogue: np.ndarray) -> tfrs.t
 # 4. Train ---------------------------------------------------------------------------------------------
 
 
-def training_features(
-    user_ids: np.ndarray, movie_titles: np.ndarray, recipe: Recipe
-) -> dict[str, np.ndarray]:
-    """The columns the model trains on: who rated which title, and, for the logQ correction, how likely
-    each rating's movie is to be drawn as somebody's in-batch negative: its share of the training ratings."""
-    features = {"user_id": user_ids, "movie_title": movie_titles}
-    if recipe.sampling_correction:
-        _, movie_rows, counts = np.unique(movie_titles, return_inverse=True, return_counts=True)
-        features["sampling_probability"] = (counts / len(movie_titles))[movie_rows].astype(np.float32)
+def training_features(data: MovieLens, recipe: Recipe) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    """What the model trains on, for a batch of rating numbers: who rated which title, as the text the
+    towers take, and, for the logQ correction, how likely each rating's movie is to be drawn as somebody's
+    in-batch negative: its share of the ratings.
+
+    Only a batch's ratings are ever turned into text, by looking their rows up in the lists of users and
+    titles: 25 million ratings as text would take gigabytes."""
+    users, titles = tf.constant(data.users, tf.string), tf.constant(data.titles, tf.string)
+    rating_users, rating_titles = tf.constant(data.rating_users), tf.constant(data.rating_titles)
+    share = np.bincount(data.rating_titles, minlength=len(data.titles)) / max(data.num_ratings, 1)
+    share = tf.constant(share, tf.float32)
+
+    def features(rows: tf.Tensor) -> dict[str, tf.Tensor]:
+        title_rows = tf.gather(rating_titles, rows)
+        batch = {
+            "user_id": tf.gather(users, tf.gather(rating_users, rows)),
+            "movie_title": tf.gather(titles, title_rows),
+        }
+        if recipe.sampling_correction:
+            batch["sampling_probability"] = tf.gather(share, title_rows)
+        return batch
+
     return features
 
 
@@ -552,14 +685,24 @@ def check_memory(recipe: Recipe, num_users: int, num_movies: int) -> None:
 
 
 class EpochProgress(tf.keras.callbacks.Callback):
-    """Reports each epoch's mean loss per rating on stderr, so stdout stays clean for the results."""
+    """Reports each epoch's mean loss per rating on stderr, so stdout stays clean for the results, and
+    within a long epoch (thousands of batches on MovieLens 25M) how far it has got, every few seconds."""
 
     def __init__(self, num_examples: int):
         super().__init__()
         self.num_examples = num_examples
+        # The batch-end hook reads no logs, so Keras need not copy them out of TensorFlow at every step.
+        self._supports_tf_logs = True
 
     def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
         self.started_at = time.perf_counter()
+        self.heartbeat = Heartbeat()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.heartbeat.beat(
+            f"  epoch {self.epoch + 1}/{self.params['epochs']}: {batches_done(batch, self.params)}"
+        )
 
     def on_epoch_end(self, epoch, logs=None):
         if self.model.stop_training:
@@ -579,6 +722,25 @@ class EpochProgress(tf.keras.callbacks.Callback):
         progress(
             f"  epoch {epoch + 1}/{self.params['epochs']}: loss {mean_loss:.3f} per rating ({elapsed:.1f}s)"
         )
+
+
+class Heartbeat:
+    """Says how far long work has got on stderr: at most every PROGRESS_EVERY_SECONDS, with the time since
+    it began. Work that ends sooner says nothing."""
+
+    def __init__(self):
+        self.started_at = self.reported_at = time.perf_counter()
+
+    def beat(self, message: str) -> None:
+        now = time.perf_counter()
+        if now - self.reported_at >= PROGRESS_EVERY_SECONDS:
+            self.reported_at = now
+            progress(f"{message} ({now - self.started_at:.0f}s)")
+
+
+def batches_done(batch: int, params: dict) -> str:
+    steps = params.get("steps")
+    return f"{batch + 1:,}{f' of {steps:,}' if steps else ''} batches"
 
 
 class StopWhenDiverged(tf.keras.callbacks.Callback):
@@ -643,26 +805,32 @@ def first_non_finite_weight(model: tf.keras.Model) -> str | None:
 
 def train(
     model: MovieLensModel,
-    features: dict[str, np.ndarray],
+    data: MovieLens,
     recipe: Recipe,
     seed: int,
     callbacks: tuple[tf.keras.callbacks.Callback, ...] = (),
 ) -> None:
     """Fits both towers with Adagrad on in-batch softmax. CALLBACKS are extra Keras callbacks (TensorBoard's)."""
-    num_examples = len(features["user_id"])
+    num_examples = data.num_ratings
     progress(
         f"Training on {num_examples:,} ratings: {recipe.epochs} epoch{'s' if recipe.epochs > 1 else ''}, "
         f"batches of {recipe.batch_size:,}, "
         f"Adagrad {recipe.learning_rate:g}"
     )
-    ratings = tf.data.Dataset.from_tensor_slices(features)
+    # The dataset holds rating numbers; each batch of them becomes the towers' text in training_features.
+    # Shuffling numbers gives the same order as shuffling the ratings themselves: a seeded shuffle's order
+    # depends only on the seed, the buffer and the count.
+    ratings = tf.data.Dataset.range(num_examples)
     if recipe.shuffle_each_epoch:
-        ratings = ratings.shuffle(num_examples, seed=seed, reshuffle_each_iteration=True)
+        ratings = ratings.shuffle(
+            min(num_examples, SHUFFLE_BUFFER_SIZE), seed=seed, reshuffle_each_iteration=True
+        )
+    batches = ratings.batch(recipe.batch_size).map(training_features(data, recipe))
     model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=recipe.learning_rate))
     divergence = StopWhenDiverged()
     with stop_training_on_ctrl_c(model) as ctrl_c:
         model.fit(
-            ratings.batch(recipe.batch_size).prefetch(tf.data.AUTOTUNE),
+            batches.prefetch(tf.data.AUTOTUNE),
             epochs=recipe.epochs,
             verbose=0,
             callbacks=[ctrl_c, EpochProgress(num_examples), divergence, *callbacks],
@@ -693,7 +861,8 @@ class Recommender(tf.Module):
     def __init__(
         self,
         index: tfrs.layers.factorized_top_k.BruteForce,
-        rated_pairs: np.ndarray,
+        users: np.ndarray,
+        rated_by_user: tuple[np.ndarray, np.ndarray],
         catalogue: np.ndarray,
         movie_embeddings: tf.Tensor,
         fold_in_l2: float,
@@ -701,11 +870,19 @@ class Recommender(tf.Module):
         super().__init__()
         self.index = index
         self.catalogue_size = len(catalogue)
-        # "user<TAB>title" for every rating: one hash lookup answers "has this user rated this title?".
-        self.rated = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(rated_pairs, tf.ones(len(rated_pairs), tf.int64)),
-            default_value=0,
+        # Who rated what, to leave it out: each user's row, then that row's rated catalogue rows, all users'
+        # one after another with their offsets (see MovieLens.rated_by_user). That is 4 bytes a rating,
+        # where a hash table of "user<TAB>title" strings took 2.5 GB for MovieLens 25M. A user the data
+        # lacks gets the extra, empty row at the end.
+        self.user_rows = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(users, tf.range(len(users), dtype=tf.int64)),
+            default_value=len(users),
         )
+        offsets, rated_rows = rated_by_user
+        self.rated_offsets = tf.Variable(
+            np.append(offsets, offsets[-1]), trainable=False, name="rated_offsets"
+        )
+        self.rated_rows = tf.Variable(rated_rows, trainable=False, name="rated_rows")
         self.titles = tf.Variable(catalogue, trainable=False, name="titles")
         self.movie_embeddings = tf.Variable(movie_embeddings, trainable=False, name="movie_embeddings")
         self.title_rows = tf.lookup.StaticHashTable(
@@ -724,8 +901,15 @@ class Recommender(tf.Module):
     def recommend(self, user_ids, k, include_rated):
         """Returns {"titles", "scores"}: each user's k best-scored movies, best first."""
         scores, titles = self.index(user_ids, k=self.catalogue_size)
-        pairs = tf.strings.join([tf.broadcast_to(user_ids[:, tf.newaxis], tf.shape(titles)), titles], "\t")
-        excluded = tf.logical_and(self.rated.lookup(pairs) > 0, tf.logical_not(include_rated))
+        rated = tf.RaggedTensor.from_row_splits(self.rated_rows, self.rated_offsets, validate=False)
+        rated = tf.gather(rated, self.user_rows.lookup(user_ids))
+        rated_matrix = tf.scatter_nd(
+            tf.stack([rated.value_rowids(), tf.cast(rated.flat_values, tf.int64)], axis=1),
+            tf.ones_like(rated.flat_values),
+            tf.stack([tf.size(user_ids, out_type=tf.int64), self.catalogue_size]),
+        )
+        was_rated = tf.gather(rated_matrix, self.title_rows.lookup(titles), batch_dims=1) > 0
+        excluded = tf.logical_and(was_rated, tf.logical_not(include_rated))
         # Excluded titles sink to the bottom; top_k keeps the others in the index's order (on equal
         # scores it keeps the earlier one first), so k can be anything up to the movies left.
         _, kept = tf.math.top_k(tf.where(excluded, -np.inf, scores), k=k)
@@ -792,13 +976,13 @@ def build_index(
     # resolve alphabetically.
     movie_embeddings = model.movie_model(catalogue)
     index.index(candidates=movie_embeddings, identifiers=tf.constant(catalogue))
-    return Recommender(index, data.rated_pairs, catalogue, movie_embeddings, fold_in_l2)
+    return Recommender(index, data.users, data.rated_by_user, catalogue, movie_embeddings, fold_in_l2)
 
 
 def rated_titles_per_user(data: MovieLens) -> dict[str, int]:
     """How many distinct titles each user has rated, by user id."""
-    users, counts = np.unique([pair.split(b"\t")[0] for pair in data.rated_pairs], return_counts=True)
-    return {user.decode(): int(count) for user, count in zip(users, counts)}
+    offsets, _ = data.rated_by_user
+    return {user.decode(): int(count) for user, count in zip(data.users, np.diff(offsets))}
 
 
 # 6. Recommend -----------------------------------------------------------------------------------------
@@ -1153,16 +1337,13 @@ def evaluate(
     With a TensorBoard log, each model gets a run folder with its loss curve, metrics and embeddings;
     with a distribution strategy, each is trained under it."""
     train_rows, test_rows = split_like_the_tutorial(data)
-    check_memory(recipe, len(np.unique(data.user_ids)), len(data.catalogue))
+    check_memory(recipe, len(data.users), len(data.catalogue))
     user_ids_vocabulary, movie_titles_vocabulary = build_vocabularies(data)
     catalogue = data.catalogue
-    features = training_features(data.user_ids[train_rows], data.movie_titles[train_rows], recipe)
+    training, held_out = data.subset(train_rows), data.subset(test_rows)
     # Most-popular learns nothing random, so one evaluation serves every seed.
     most_popular = held_out_metrics(
-        build_most_popular_model(movie_titles_vocabulary, features["movie_title"], catalogue),
-        data,
-        train_rows,
-        test_rows,
+        build_most_popular_model(movie_titles_vocabulary, training), training, held_out
     )
     two_tower_runs = []
     for run_number, seed in enumerate(seeds, start=1):
@@ -1172,7 +1353,7 @@ def evaluate(
         run = log.new_run(seed) if log else None
         with (strategy or tf.distribute.get_strategy()).scope():
             two_tower = build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue, recipe)
-            train(two_tower, features, recipe, seed, (log.callback(run),) if log else ())
+            train(two_tower, training, recipe, seed, (log.callback(run),) if log else ())
         if strategy is not None and strategy is not tf.distribute.get_strategy():
             # Evaluated on this machine alone: Keras would otherwise spread the test set over the workers
             # and add up their top-k accuracies.
@@ -1182,12 +1363,14 @@ def evaluate(
             two_tower.user_model.set_weights(trained.user_model.get_weights())
             two_tower.movie_model.set_weights(trained.movie_model.get_weights())
         progress(f"Evaluating on {len(test_rows):,} held-out ratings")
-        two_tower_runs.append(held_out_metrics(two_tower, data, train_rows, test_rows))
+        two_tower_runs.append(held_out_metrics(two_tower, training, held_out))
         if log:
             log.write_held_out(
                 run, {"two_tower": two_tower_runs[-1], "most_popular": most_popular}, recipe.epochs - 1
             )
-            log.write_projector(run, two_tower.movie_model(catalogue), catalogue, features["movie_title"])
+            log.write_projector(
+                run, two_tower.movie_model(catalogue), catalogue, training.ratings_per_title()
+            )
             progress(f"TensorBoard log in {run}")
     return {
         "split": {"train": len(train_rows), "test": len(test_rows)},
@@ -1213,19 +1396,20 @@ def split_like_the_tutorial(data: MovieLens) -> tuple[np.ndarray, np.ndarray]:
     The tutorial shuffles the 100,000 ratings once with fixed seeds and takes the first 80,000 for
     training and the other 20,000 for testing. Shuffling the row numbers the same way gives the same
     split, because a seeded shuffle's order depends only on the seeds, the buffer and the number of
-    elements. Other sizes are split alike: the whole set shuffled, 80% to train on.
+    elements. Other sizes are split alike, 80% to train on, shuffled within SHUFFLE_BUFFER_SIZE ratings.
     """
-    count = len(data.user_ids)
+    count = data.num_ratings
     tf.random.set_seed(SPLIT_SEED)
     rows = tf.data.Dataset.range(count)
-    shuffled = rows.shuffle(max(count, 100_000), seed=SPLIT_SEED, reshuffle_each_iteration=False)
+    buffer = min(max(count, 100_000), SHUFFLE_BUFFER_SIZE)
+    shuffled = rows.shuffle(buffer, seed=SPLIT_SEED, reshuffle_each_iteration=False)
     order = shuffled.batch(count).get_single_element().numpy()
     train_size = round(count * TRAIN_FRACTION)
     return order[:train_size], order[train_size:]
 
 
 def build_most_popular_model(
-    movie_titles_vocabulary: tf.keras.layers.StringLookup, train_titles: np.ndarray, catalogue: np.ndarray
+    movie_titles_vocabulary: tf.keras.layers.StringLookup, training: MovieLens
 ) -> MovieLensModel:
     """ "Recommend the most rated movies" written as a two-tower model, so it is evaluated by the same code.
 
@@ -1233,8 +1417,8 @@ def build_most_popular_model(
     user's score for a movie is that movie's popularity.
     """
     vocabulary_size = movie_titles_vocabulary.vocabulary_size()
-    rows = movie_titles_vocabulary(train_titles).numpy()
-    rating_counts = np.bincount(rows, minlength=vocabulary_size).astype(np.float32)[:, np.newaxis]
+    rating_counts = np.zeros([vocabulary_size, 1], np.float32)
+    rating_counts[movie_titles_vocabulary(training.catalogue).numpy(), 0] = training.ratings_per_title()
     everyone_alike = tf.keras.Sequential(
         [
             tf.keras.Input(shape=(), dtype=tf.string),
@@ -1250,49 +1434,68 @@ def build_most_popular_model(
             ),
         ]
     )
-    return MovieLensModel(everyone_alike, movie_popularity, retrieval_task(movie_popularity, catalogue))
-
-
-def held_out_metrics(
-    model: MovieLensModel, data: MovieLens, train_rows: np.ndarray, test_rows: np.ndarray
-) -> dict:
-    """Top-k accuracy as TFRS computes it, then Recall@10 and NDCG@10 with training movies left out."""
-    test = tf.data.Dataset.from_tensor_slices(
-        {"user_id": data.user_ids[test_rows], "movie_title": data.movie_titles[test_rows]}
+    return MovieLensModel(
+        everyone_alike, movie_popularity, retrieval_task(movie_popularity, training.catalogue)
     )
+
+
+def held_out_metrics(model: MovieLensModel, training: MovieLens, held_out: MovieLens) -> dict:
+    """Top-k accuracy as TFRS computes it, then Recall@10 and NDCG@10 with training movies left out."""
+    test = tf.data.Dataset.range(held_out.num_ratings).batch(4096).map(training_features(held_out, TUTORIAL))
     # `compile` only because Keras requires it before `evaluate`; nothing is trained here.
     model.compile(optimizer=tf.keras.optimizers.Adagrad())
-    results = model.evaluate(test.batch(4096), return_dict=True, verbose=0)
+    results = model.evaluate(test, return_dict=True, verbose=0, callbacks=[EvaluationProgress()])
     metrics = {f"top_{k}": results[f"factorized_top_k/top_{k}_categorical_accuracy"] for k in TOP_KS}
 
-    users = np.unique(data.user_ids)
-    catalogue = data.catalogue
-    # One matrix product scores every movie for every user.
-    scores = (model.user_model(users) @ tf.transpose(model.movie_model(catalogue))).numpy()
-    recall, ndcg = ranking_metrics(
-        scores,
-        seen=rating_matrix(users, catalogue, data.user_ids[train_rows], data.movie_titles[train_rows]),
-        relevant=rating_matrix(users, catalogue, data.user_ids[test_rows], data.movie_titles[test_rows]),
-        cutoff=RANKING_CUTOFF,
-    )
-    metrics[f"recall_at_{RANKING_CUTOFF}"] = recall
-    metrics[f"ndcg_at_{RANKING_CUTOFF}"] = ndcg
+    # Every movie is scored for every user, a block of users at a time: one matrix product each, and a
+    # users x catalogue matrix small enough for 162,541 users in a few blocks.
+    movie_embeddings = model.movie_model(training.catalogue)
+    recalls, ndcgs, heartbeat = [], [], Heartbeat()
+    for first in range(0, len(training.users), USERS_PER_BLOCK):
+        block = slice(first, min(first + USERS_PER_BLOCK, len(training.users)))
+        scores = tf.matmul(model.user_model(training.users[block]), movie_embeddings, transpose_b=True)
+        recall, ndcg = ranking_metrics(
+            scores.numpy(),
+            seen=rated_matrix(training, block),
+            relevant=rated_matrix(held_out, block),
+            cutoff=RANKING_CUTOFF,
+        )
+        recalls.append(recall)
+        ndcgs.append(ndcg)
+        heartbeat.beat(f"  ranked the catalogue for {block.stop:,} of {len(training.users):,} users")
+    recall, ndcg = np.concatenate(recalls), np.concatenate(ndcgs)
+    metrics[f"recall_at_{RANKING_CUTOFF}"] = recall.mean() if len(recall) else math.nan
+    metrics[f"ndcg_at_{RANKING_CUTOFF}"] = ndcg.mean() if len(ndcg) else math.nan
     return {name: round(float(value), 4) for name, value in metrics.items()}
 
 
-def rating_matrix(
-    users: np.ndarray, catalogue: np.ndarray, user_ids: np.ndarray, titles: np.ndarray
-) -> np.ndarray:
-    """A users x catalogue boolean matrix: True where the user rated the title. Both axes are sorted."""
-    matrix = np.zeros((len(users), len(catalogue)), dtype=bool)
-    matrix[np.searchsorted(users, user_ids), np.searchsorted(catalogue, titles)] = True
+class EvaluationProgress(tf.keras.callbacks.Callback):
+    """Says how far Keras's evaluate has got, every few seconds (it takes minutes on MovieLens 25M)."""
+
+    def __init__(self):
+        super().__init__()
+        self._supports_tf_logs = True
+
+    def on_test_begin(self, logs=None):
+        self.heartbeat = Heartbeat()
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.heartbeat.beat(f"  top-k accuracy: {batches_done(batch, self.params)}")
+
+
+def rated_matrix(data: MovieLens, users: slice) -> np.ndarray:
+    """A users x catalogue boolean matrix for a block of users: True where the user rated the title."""
+    offsets, rows = data.rated_by_user
+    block = offsets[users.start : users.stop + 1]
+    matrix = np.zeros((len(block) - 1, len(data.catalogue_titles)), dtype=bool)
+    matrix[np.repeat(np.arange(len(block) - 1), np.diff(block)), rows[block[0] : block[-1]]] = True
     return matrix
 
 
 def ranking_metrics(
     scores: np.ndarray, seen: np.ndarray, relevant: np.ndarray, cutoff: int
-) -> tuple[float, float]:
-    """Mean Recall@cutoff and NDCG@cutoff over the users with something relevant to find.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Recall@cutoff and NDCG@cutoff of each user with something relevant to find (others are left out).
 
     scores, seen and relevant are users x movies. Movies a user has seen in training are left out of
     their ranking, and a movie counts as relevant only if it was not seen. On equal scores the movie
@@ -1303,14 +1506,10 @@ def ranking_metrics(
     hits = np.take_along_axis(relevant, ranked, axis=1)
     num_relevant = relevant.sum(axis=1)
     users = num_relevant > 0
-    if not users.any():
-        return math.nan, math.nan
     discounts = 1.0 / np.log2(np.arange(2, cutoff + 2))  # rank 1 has gain 1/log2(2) = 1
-    dcg = (hits * discounts).sum(axis=1)
-    ideal_dcg = np.cumsum(discounts)[np.minimum(num_relevant, cutoff) - 1]
-    recall = hits.sum(axis=1)[users] / num_relevant[users]
-    ndcg = dcg[users] / ideal_dcg[users]
-    return float(recall.mean()), float(ndcg.mean())
+    dcg = (hits * discounts).sum(axis=1)[users]
+    ideal_dcg = np.cumsum(discounts)[np.minimum(num_relevant[users], cutoff) - 1]
+    return hits.sum(axis=1)[users] / num_relevant[users], dcg / ideal_dcg
 
 
 # TensorBoard ------------------------------------------------------------------------------------------
@@ -1405,9 +1604,10 @@ class TensorBoardLog:
                         tf.summary.scalar(f"{model_name}/{metric}", value, step=epoch)
 
     def write_projector(
-        self, run: str, movie_embeddings: tf.Tensor, catalogue: np.ndarray, trained_titles: np.ndarray
+        self, run: str, movie_embeddings: tf.Tensor, catalogue: np.ndarray, ratings: np.ndarray
     ) -> None:
         """The movie vectors, a metadata row per title, and the config that tells the projector of both.
+        RATINGS is each catalogue title's number of ratings.
 
         They go beside the loss curve's events in run/train, where Keras's callback puts its own: the
         projector shows only folders that hold events, so a map in the run folder itself would not appear.
@@ -1415,18 +1615,16 @@ class TensorBoardLog:
         folder = os.path.join(run, "train")
         with log_write_failures(run):
             os.makedirs(folder, exist_ok=True)
-            titles, counts = np.unique(trained_titles, return_counts=True)
-            ratings = dict(zip(titles, counts))
             with open(os.path.join(folder, "metadata.tsv"), "w", encoding="utf-8") as metadata:
                 # "first_genre" has one value per movie, so the projector can colour by it; "genres" lists all.
                 metadata.write("title\tyear\tgenres\tfirst_genre\tratings\n")
-                for title in catalogue:
+                for title, rating_count in zip(catalogue, ratings):
                     text = re.sub(r"\s+", " ", title.decode("utf-8"))
                     year = re.search(r"\((\d{4})\)\s*$", text)
                     genres = self.genres.get(title) or ["(none)"]
                     metadata.write(
                         f"{text}\t{year.group(1) if year else ''}\t{'|'.join(genres)}\t{genres[0]}"
-                        f"\t{ratings.get(title, 0)}\n"
+                        f"\t{rating_count}\n"
                     )
             checkpoint = tf.train.Checkpoint(movie_embeddings=tf.Variable(movie_embeddings))
             checkpoint.save(os.path.join(folder, "movie_embeddings"))
@@ -1882,7 +2080,14 @@ class Stopwatch:
 
     def report(self) -> str:
         parts = [f"{phase} {seconds:.1f}s" for phase, seconds in self.phases.items()]
-        return "timings: " + ", ".join(parts) + f", total {sum(self.phases.values()):.1f}s"
+        report = "timings: " + ", ".join(parts) + f", total {sum(self.phases.values()):.1f}s"
+        try:
+            import resource  # Unix only
+        except ImportError:
+            return report
+        # The most memory this process has held at once. Linux counts it in KiB, macOS in bytes.
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+        return report + f"; peak memory {peak / 2**30:.2f} GiB"
 
 
 def print_ranking(heading: str, items: list[dict], document: dict, as_json: bool) -> None:
@@ -2011,9 +2216,7 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.d
     callbacks = (log.callback(run),) if log else ()
     with strategy.scope():
         model = build_model(user_ids_vocabulary, movie_titles_vocabulary, data.catalogue, recipe)
-        train(
-            model, training_features(data.user_ids, data.movie_titles, recipe), recipe, args.seed, callbacks
-        )
+        train(model, data, recipe, args.seed, callbacks)
     stopwatch.lap("training")
 
     recommender = build_index(model, data, fold_in_l2_for(recipe))
@@ -2023,7 +2226,7 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.d
     stopwatch.lap("query")
 
     if log:
-        log.write_projector(run, recommender.movie_embeddings, data.catalogue, data.movie_titles)
+        log.write_projector(run, recommender.movie_embeddings, data.catalogue, data.ratings_per_title())
         progress(f"TensorBoard log in {run}; to see it: tensorboard --logdir {shlex.quote(args.tensorboard)}")
 
     if args.save_dir is not None and is_chief(strategy):

@@ -49,7 +49,7 @@ def tiny_ratings() -> list[tuple[str, str]]:
 
 def tiny_movielens() -> "recommend.MovieLens":
     users, titles = zip(*tiny_ratings())
-    return recommend.MovieLens(
+    return recommend.MovieLens.from_ratings(
         user_ids=np.array([user.encode() for user in users], dtype=object),
         movie_titles=np.array([title.encode() for title in titles], dtype=object),
         movies=np.array([title.encode() for title in MOVIE_TITLES], dtype=object),

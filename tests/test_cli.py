@@ -64,6 +64,22 @@ def test_timings_name_every_phase(tiny_tfds, capsys):
     assert len(timings) == 1
     for phase in ("import", "load", "vocabularies", "training", "indexing", "query", "total"):
         assert f" {phase} " in timings[0]
+    assert re.search(r"; peak memory \d+\.\d\d GiB$", timings[0])
+
+
+def test_long_work_says_how_far_it_has_got(tiny_tfds, capsys, monkeypatch):
+    # Every step counts as long here: with no pause between reports, each one reports.
+    monkeypatch.setattr(recommend, "PROGRESS_EVERY_SECONDS", 0)
+    monkeypatch.setattr(recommend, "READ_CHUNK_SIZE", 16)
+    status, out, err = run(
+        capsys, "--evaluate", "--data-dir", tiny_tfds, "--epochs", "2", "--batch-size", "8"
+    )
+    assert status == 0 and out.startswith("Held-out evaluation")
+    # 40 ratings read 16 at a time; 32 training ratings in 4 batches of 8; 8 held-out ratings in one batch.
+    assert re.findall(r"read (\d+) ratings of movielens/100k-ratings \(\d+s\)", err) == ["16", "32", "40"]
+    assert "  epoch 1/2: 4 of 4 batches (" in err and "  epoch 2/2: 4 of 4 batches (" in err
+    assert "  top-k accuracy: 1 of 1 batches (" in err
+    assert "  ranked the catalogue for 8 of 8 users (" in err
 
 
 def assert_one_line_error(status, out, err, *fragments):

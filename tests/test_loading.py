@@ -4,6 +4,7 @@ import os
 import socket
 import time
 
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
@@ -93,6 +94,22 @@ def test_a_dataset_prepared_in_another_format_is_read_through_tfds(tmp_path):
         builder.info.set_file_format("array_record", override=True)
         builder.info.write_to_directory(builder.data_dir)
     with tfds.testing.mock_data(num_examples=6, data_dir=str(tmp_path)):
-        data = recommend.load_movielens(str(tmp_path))
-    assert len(data.user_ids) == len(data.movie_titles) == len(data.movies) == 6
-    assert all(isinstance(title, bytes) for title in data.movie_titles)
+        chunks = list(
+            recommend.read_text_features(recommend.RATINGS_DATASET, ("user_id", "movie_title"), str(tmp_path))
+        )
+        titles = np.concatenate([chunk["movie_title"].numpy() for chunk in chunks])
+        assert len(titles) == 6 and all(isinstance(title, bytes) for title in titles)
+        # The mock's random ratings name titles its random movies lack: the loader says which is damaged.
+        with pytest.raises(recommend.DataUnavailableError, match="movielens/100k-ratings cannot be read"):
+            recommend.load_movielens(str(tmp_path))
+
+
+def test_ratings_are_read_a_chunk_at_a_time_in_the_order_tfds_gives(tiny_tfds, monkeypatch):
+    whole = recommend.load_movielens(tiny_tfds)
+    monkeypatch.setattr(recommend, "READ_CHUNK_SIZE", 7)  # 40 ratings in chunks of 7, the last of 5
+    chunked = recommend.load_movielens(tiny_tfds)
+    assert chunked.user_ids.tolist() == whole.user_ids.tolist()
+    assert chunked.movie_titles.tolist() == whole.movie_titles.tolist()
+    # Users and titles are numbered by their sorted order, whichever chunk first had them.
+    assert chunked.users.tolist() == sorted(set(whole.user_ids.tolist()))
+    np.testing.assert_array_equal(chunked.rating_users, whole.rating_users)

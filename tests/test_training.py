@@ -19,9 +19,7 @@ def train_tiny(recipe=TINY_RECIPE, seed=0):
     tf.keras.utils.set_random_seed(seed)
     user_ids_vocabulary, movie_titles_vocabulary = recommend.build_vocabularies(data)
     model = recommend.build_model(user_ids_vocabulary, movie_titles_vocabulary, data.catalogue, recipe)
-    recommend.train(
-        model, recommend.training_features(data.user_ids, data.movie_titles, recipe), recipe, seed
-    )
+    recommend.train(model, data, recipe, seed)
     return recommend.build_index(model, data)
 
 
@@ -75,16 +73,17 @@ def test_vocabularies_match_what_adapt_would_build():
     assert user_ids_vocabulary.vocabulary_size() == 8 + 1
 
 
-def test_sampling_probabilities_are_each_movies_share_of_the_training_ratings():
+def test_a_batch_of_rating_numbers_becomes_the_ratings_text_and_sampling_probabilities():
     user_ids = np.array([b"1", b"2", b"3", b"1"], dtype=object)
     movie_titles = np.array([b"Heat", b"Heat", b"Heat", b"Fargo"], dtype=object)
+    data = recommend.MovieLens.from_ratings(user_ids, movie_titles, np.array([b"Heat", b"Fargo", b"Ran"]))
     recipe = dataclasses.replace(recommend.TUTORIAL, sampling_correction=True)
-    features = recommend.training_features(user_ids, movie_titles, recipe)
+    batch = recommend.training_features(data, recipe)(tf.constant([3, 0, 1], tf.int64))
+    assert batch["user_id"].numpy().tolist() == [b"1", b"1", b"2"]
+    assert batch["movie_title"].numpy().tolist() == [b"Fargo", b"Heat", b"Heat"]
     # Heat is 3 of the 4 ratings, Fargo 1 of 4.
-    np.testing.assert_allclose(features["sampling_probability"], [0.75, 0.75, 0.75, 0.25])
-    assert "sampling_probability" not in recommend.training_features(
-        user_ids, movie_titles, recommend.TUTORIAL
-    )
+    np.testing.assert_allclose(batch["sampling_probability"], [0.25, 0.75, 0.75])
+    assert "sampling_probability" not in recommend.training_features(data, recommend.TUTORIAL)(tf.range(4))
 
 
 @pytest.mark.parametrize("with_sampling_correction", [False, True])
@@ -95,13 +94,13 @@ def test_the_distinct_movie_softmax_is_retrievals_own_loss_with_the_same_gradien
     movies = np.array([f"Movie {n}".encode() for n in range(20)], dtype=object)
     user_ids = users[rng.integers(0, 12, 300)]
     movie_titles = movies[np.minimum(rng.zipf(1.6, 300) - 1, 19)]
-    data = recommend.MovieLens(user_ids=user_ids, movie_titles=movie_titles, movies=movies)
+    data = recommend.MovieLens.from_ratings(user_ids, movie_titles, movies)
     recipe = dataclasses.replace(
         recommend.TUTORIAL, embedding_dim=8, sampling_correction=with_sampling_correction
     )
     tf.keras.utils.set_random_seed(1)
     model = recommend.build_model(*recommend.build_vocabularies(data), data.catalogue, recipe)
-    features = recommend.training_features(user_ids, movie_titles, recipe)
+    features = recommend.training_features(data, recipe)(tf.range(300))
     probability = features.get("sampling_probability")
     assert len(set(movie_titles)) < len(movie_titles) / 10  # many duplicates: the case that matters
     variables = model.user_model.trainable_variables + model.movie_model.trainable_variables
