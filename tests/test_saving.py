@@ -163,11 +163,8 @@ def test_a_recommender_saved_before_similar_and_liked_existed_says_so(tmp_path, 
         recommend = recommend.Recommender.recommend
 
     current, earlier = train_tiny(), EarlierRecommender()
-    earlier.index, earlier.rated, earlier.catalogue_size = (
-        current.index,
-        current.rated,
-        current.catalogue_size,
-    )
+    for name in ("index", "user_rows", "rated_offsets", "rated_rows", "title_rows", "catalogue_size"):
+        setattr(earlier, name, getattr(current, name))
     old = str(tmp_path / "old")
     tf.saved_model.save(
         earlier, old, signatures={"serving_default": earlier.recommend.get_concrete_function()}
