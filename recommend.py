@@ -235,10 +235,10 @@ class MovieLens:
         """From one user id and one title per rating (bytes), and the movies dataset's titles."""
         users, rating_users = np.unique(np.asarray(user_ids, dtype=object), return_inverse=True)
         seen_titles, rating_titles = np.unique(np.asarray(movie_titles, dtype=object), return_inverse=True)
-        return cls.numbered(users, rating_users, seen_titles, rating_titles, movies, size)
+        return cls.from_numbered(users, rating_users, seen_titles, rating_titles, movies, size)
 
     @classmethod
-    def numbered(
+    def from_numbered(
         cls,
         users: np.ndarray,
         rating_users: np.ndarray,
@@ -267,7 +267,7 @@ class MovieLens:
             rating_users=user_rows[rating_users],
             rating_titles=rating_titles,
             movies=np.asarray(movies, dtype=object),
-            catalogue_titles=np.unique(rating_titles).astype(np.int32),
+            catalogue_titles=sorted_distinct(rating_titles).astype(np.int32),
             size=size,
         )
 
@@ -300,7 +300,7 @@ class MovieLens:
         """Each user's distinct rated titles as catalogue rows: (offsets, rows), where user u's are
         rows[offsets[u]:offsets[u + 1]], sorted. A rating given twice counts once."""
         columns = len(self.catalogue_titles)
-        pairs = np.unique(self.rating_users.astype(np.int64) * columns + self.rating_catalogue_rows)
+        pairs = sorted_distinct(self.rating_users.astype(np.int64) * columns + self.rating_catalogue_rows)
         offsets = np.searchsorted(pairs // columns, np.arange(len(self.users) + 1))
         return offsets, (pairs % columns).astype(np.int32)
 
@@ -313,6 +313,15 @@ class MovieLens:
         return dataclasses.replace(
             self, rating_users=self.rating_users[rows], rating_titles=self.rating_titles[rows]
         )
+
+
+def sorted_distinct(numbers: np.ndarray) -> np.ndarray:
+    """What np.unique(numbers) gives, by sorting: NumPy 2.4's np.unique took 32 s for 25 million int64
+    numbers on a small machine, where sorting them takes 1.7 s."""
+    numbers = np.sort(numbers)
+    first = np.ones(len(numbers), bool)
+    np.not_equal(numbers[1:], numbers[:-1], out=first[1:])
+    return numbers[first]
 
 
 # 1. Load ----------------------------------------------------------------------------------------------
@@ -339,7 +348,7 @@ def load_movielens(
         for chunk in read_text_features(movies_dataset, ("movie_title",), data_dir, download_url)
     ]
     try:
-        return MovieLens.numbered(
+        return MovieLens.from_numbered(
             np.array(list(users), dtype=object),
             np.concatenate(rating_users),
             np.array(list(titles), dtype=object),
@@ -619,8 +628,9 @@ def training_features(data: MovieLens, recipe: Recipe) -> Callable[[tf.Tensor], 
     titles: 25 million ratings as text would take gigabytes."""
     users, titles = tf.constant(data.users, tf.string), tf.constant(data.titles, tf.string)
     rating_users, rating_titles = tf.constant(data.rating_users), tf.constant(data.rating_titles)
-    share = np.bincount(data.rating_titles, minlength=len(data.titles)) / max(data.num_ratings, 1)
-    share = tf.constant(share, tf.float32)
+    if recipe.sampling_correction:
+        share = np.bincount(data.rating_titles, minlength=len(data.titles)) / max(data.num_ratings, 1)
+        share = tf.constant(share, tf.float32)
 
     def features(rows: tf.Tensor) -> dict[str, tf.Tensor]:
         title_rows = tf.gather(rating_titles, rows)
@@ -696,7 +706,6 @@ class EpochProgress(tf.keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
-        self.started_at = time.perf_counter()
         self.heartbeat = Heartbeat()
 
     def on_train_batch_end(self, batch, logs=None):
@@ -718,7 +727,7 @@ class EpochProgress(tf.keras.callbacks.Callback):
         # The top-k metrics are computed only when evaluating (see compute_loss): in training they are 0.
         for name in [name for name in logs if name.startswith("factorized_top_k/")]:
             del logs[name]
-        elapsed = time.perf_counter() - self.started_at
+        elapsed = time.perf_counter() - self.heartbeat.started_at
         progress(
             f"  epoch {epoch + 1}/{self.params['epochs']}: loss {mean_loss:.3f} per rating ({elapsed:.1f}s)"
         )

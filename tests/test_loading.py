@@ -113,3 +113,23 @@ def test_ratings_are_read_a_chunk_at_a_time_in_the_order_tfds_gives(tiny_tfds, m
     # Users and titles are numbered by their sorted order, whichever chunk first had them.
     assert chunked.users.tolist() == sorted(set(whole.user_ids.tolist()))
     np.testing.assert_array_equal(chunked.rating_users, whole.rating_users)
+
+
+def test_rated_lists_count_a_rating_given_twice_once_and_leave_unrated_titles_out():
+    data = recommend.MovieLens.from_ratings(
+        np.array([b"1", b"2", b"1", b"1"], dtype=object),
+        np.array([b"Heat", b"Fargo", b"Ran", b"Heat"], dtype=object),
+        np.array([b"Heat", b"Fargo", b"Ran", b"Alien"], dtype=object),
+    )
+    # Titles sorted: Alien 0, Fargo 1, Heat 2, Ran 3; nobody rated Alien, so the catalogue is rows 1-3.
+    assert data.catalogue.tolist() == [b"Fargo", b"Heat", b"Ran"]
+    offsets, rows = data.rated_by_user
+    # User "1" rated Heat (catalogue row 1) twice and Ran (2); user "2" rated Fargo (0).
+    assert offsets.tolist() == [0, 2, 3] and rows.tolist() == [1, 2, 0]
+    assert data.ratings_per_title().tolist() == [1, 2, 1]
+
+
+def test_sorted_distinct_gives_what_np_unique_gives():
+    assert recommend.sorted_distinct(np.array([3, -1, 3, 2, -1, 3])).tolist() == [-1, 2, 3]
+    assert recommend.sorted_distinct(np.array([7])).tolist() == [7]
+    assert recommend.sorted_distinct(np.zeros(0, np.int64)).tolist() == []
