@@ -10,7 +10,7 @@ The workflow, one function per step, in the order they appear below:
     1. load_movielens       read MovieLens ratings and movie titles with TensorFlow Datasets
     2. build_vocabularies   map user ids and movie titles to embedding rows (StringLookup)
     3. build_model          the user tower, the movie tower and the retrieval task (tfrs.Model)
-    4. train                fit both towers with Adagrad on in-batch softmax
+    4. train                fit both towers with Adagrad on in-batch softmax (--tuned: the whole catalogue)
     5. build_index          score every movie for a user (BruteForce), leaving out rated movies
     6. recommend            ask the index for one user's top k
 
@@ -175,17 +175,33 @@ class Recipe:
     # L2 weight decay on both embedding tables: it keeps the towers from fitting their training ratings
     # too closely, which the sampling correction otherwise lets them do within two epochs.
     embedding_l2: float = 0.0
+    # The softmax picks each rating's movie out of the other movies of its batch. With a catalogue as small
+    # as 100k's 1,664 titles it can pick it out of all of them instead: every movie is then a negative of
+    # every rating, so there is no sampling bias to correct, at the cost of a users x catalogue product.
+    # Catalogues above FULL_SOFTMAX_MAX_TITLES keep the in-batch softmax (see uses_full_softmax).
+    full_catalogue_softmax: bool = False
 
 
 TUTORIAL = Recipe()
 # Chosen on a validation split carved from the training data (README.md, "How good is it?").
 TUNED = Recipe(
-    learning_rate=0.2,
-    epochs=7,
+    learning_rate=0.1,
+    epochs=20,
     shuffle_each_epoch=True,
+    full_catalogue_softmax=True,
+    # Used only where the catalogue is too large for the full softmax (MovieLens 20M and 25M).
     sampling_correction=True,
     embedding_l2=0.3,
 )
+# The softmax over the whole catalogue scores every movie for every user of a batch: 4,096 x 1,664 numbers
+# on 100k, 4,096 x 3,706 on 1M. On 20M and 25M (about 59,000 titles) it would cost a gigabyte and most of
+# an hour per epoch on a small machine, so above this many titles the tuned recipe keeps the in-batch
+# softmax with the logQ correction.
+FULL_SOFTMAX_MAX_TITLES = 10_000
+
+
+def uses_full_softmax(recipe: Recipe, catalogue_size: int) -> bool:
+    return recipe.full_catalogue_softmax and catalogue_size <= FULL_SOFTMAX_MAX_TITLES
 
 
 # The tutorial recipe has no L2: stopping after three epochs is what keeps its vectors short. Fitting a
@@ -503,15 +519,33 @@ def build_vocabularies(data: MovieLens) -> tuple[tf.keras.layers.StringLookup, t
 class MovieLensModel(tfrs.Model):
     """Two towers and a retrieval task: the loss rewards a user's vector for pointing at their movies."""
 
-    def __init__(self, user_model: tf.keras.Model, movie_model: tf.keras.Model, task: tfrs.tasks.Retrieval):
+    def __init__(
+        self,
+        user_model: tf.keras.Model,
+        movie_model: tf.keras.Model,
+        task: tfrs.tasks.Retrieval,
+        negatives: np.ndarray | None = None,
+    ):
         super().__init__()
         self.user_model = user_model
         self.movie_model = movie_model
         self.task = task
+        # The titles every rating's softmax runs over (the whole catalogue), or None for the batch's own.
+        self.negatives = None if negatives is None else tf.constant(negatives, tf.string)
         # Keras resets metrics every epoch, so this adds up one epoch's loss for the progress line.
         self.summed_loss = tf.keras.metrics.Sum(name="summed_loss")
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        if training and self.negatives is not None:
+            loss = full_catalogue_softmax_loss(
+                self.user_model,
+                self.movie_model,
+                self.negatives,
+                features["user_id"],
+                features["movie_title"],
+            )
+            self.summed_loss.update_state(loss)
+            return loss
         if training:
             # The task's own loss, computed the fast way: see in_batch_softmax_loss below.
             loss = in_batch_softmax_loss(
@@ -576,6 +610,26 @@ def in_batch_softmax_loss(
     return tf.reduce_sum(tf.gather(tf.reduce_logsumexp(logits, axis=1), user_rows) - own_scores)
 
 
+def full_catalogue_softmax_loss(
+    user_model: tf.keras.Model,
+    movie_model: tf.keras.Model,
+    catalogue: tf.Tensor,
+    user_ids: tf.Tensor,
+    movie_titles: tf.Tensor,
+) -> tf.Tensor:
+    """The softmax over every movie of the catalogue, summed over the batch's ratings: for each rating,
+    logsumexp over all movies m of s(user, m) - s(user, own movie).
+
+    As in in_batch_softmax_loss, the logsumexp depends on the user alone, so it is computed once for each
+    distinct user of the batch. The user's other rated movies are negatives too, as in-batch ones are.
+    """
+    users, user_rows = tf.unique(user_ids)
+    user_embeddings = user_model(users)
+    logits = tf.matmul(user_embeddings, movie_model(catalogue), transpose_b=True)
+    own_scores = tf.reduce_sum(tf.gather(user_embeddings, user_rows) * movie_model(movie_titles), axis=1)
+    return tf.reduce_sum(tf.gather(tf.reduce_logsumexp(logits, axis=1), user_rows) - own_scores)
+
+
 def build_model(
     user_ids_vocabulary: tf.keras.layers.StringLookup,
     movie_titles_vocabulary: tf.keras.layers.StringLookup,
@@ -603,7 +657,8 @@ def build_model(
 
     user_model = tower(user_ids_vocabulary)
     movie_model = tower(movie_titles_vocabulary)
-    return MovieLensModel(user_model, movie_model, retrieval_task(movie_model, catalogue))
+    negatives = catalogue if uses_full_softmax(recipe, len(catalogue)) else None
+    return MovieLensModel(user_model, movie_model, retrieval_task(movie_model, catalogue), negatives)
 
 
 def retrieval_task(movie_model: tf.keras.Model, catalogue: np.ndarray) -> tfrs.tasks.Retrieval:
@@ -628,7 +683,8 @@ def training_features(data: MovieLens, recipe: Recipe) -> Callable[[tf.Tensor], 
     titles: 25 million ratings as text would take gigabytes."""
     users, titles = tf.constant(data.users, tf.string), tf.constant(data.titles, tf.string)
     rating_users, rating_titles = tf.constant(data.rating_users), tf.constant(data.rating_titles)
-    if recipe.sampling_correction:
+    sampling_correction = recipe.sampling_correction and not uses_full_softmax(recipe, len(data.catalogue))
+    if sampling_correction:
         share = np.bincount(data.rating_titles, minlength=len(data.titles)) / max(data.num_ratings, 1)
         share = tf.constant(share, tf.float32)
 
@@ -638,25 +694,28 @@ def training_features(data: MovieLens, recipe: Recipe) -> Callable[[tf.Tensor], 
             "user_id": tf.gather(users, tf.gather(rating_users, rows)),
             "movie_title": tf.gather(titles, title_rows),
         }
-        if recipe.sampling_correction:
+        if sampling_correction:
             batch["sampling_probability"] = tf.gather(share, title_rows)
         return batch
 
     return features
 
 
-def training_memory_bytes(num_users: int, num_movies: int, embedding_dim: int, batch_size: int) -> int:
+def training_memory_bytes(
+    num_users: int, num_movies: int, embedding_dim: int, batch_size: int, whole_catalogue: bool = False
+) -> int:
     """A generous estimate of the memory training holds at once, in bytes (float32 numbers).
 
     The embedding tables (one row per user and per movie, plus each vocabulary's unknown row) come three
     times over: the weights, their gradients and Adagrad's accumulators. A batch adds its scores, distinct
     users x distinct movies, and its gathered embeddings, each kept a few times for the softmax and its
     gradient. The score matrix is what the distinct-movie softmax keeps small: never more than
-    users x catalogue, however large the batch.
+    users x catalogue, however large the batch; the softmax over the whole catalogue always takes that.
     """
     float_bytes, copies = 4, 4
     tables = 3 * (num_users + 1 + num_movies + 1) * embedding_dim * float_bytes
-    scores = copies * min(batch_size, num_users) * min(batch_size, num_movies) * float_bytes
+    scored_movies = num_movies if whole_catalogue else min(batch_size, num_movies)
+    scores = copies * min(batch_size, num_users) * scored_movies * float_bytes
     batch_embeddings = copies * batch_size * embedding_dim * float_bytes
     return tables + scores + batch_embeddings
 
@@ -684,7 +743,9 @@ def available_memory_bytes() -> int | None:
 
 def check_memory(recipe: Recipe, num_users: int, num_movies: int) -> None:
     """Refuses, before any training, sizes that cannot fit in this machine's memory."""
-    need = training_memory_bytes(num_users, num_movies, recipe.embedding_dim, recipe.batch_size)
+    need = training_memory_bytes(
+        num_users, num_movies, recipe.embedding_dim, recipe.batch_size, uses_full_softmax(recipe, num_movies)
+    )
     available = available_memory_bytes()
     if available is not None and need > available:
         raise UsageError(
@@ -819,12 +880,18 @@ def train(
     seed: int,
     callbacks: tuple[tf.keras.callbacks.Callback, ...] = (),
 ) -> None:
-    """Fits both towers with Adagrad on in-batch softmax. CALLBACKS are extra Keras callbacks (TensorBoard's)."""
+    """Fits both towers with Adagrad on the recipe's softmax. CALLBACKS are extra Keras callbacks (TensorBoard's)."""
     num_examples = data.num_ratings
+    if model.negatives is not None:
+        softmax = f", softmax over all {len(data.catalogue):,} titles"
+    elif recipe.full_catalogue_softmax:
+        softmax = f", in-batch softmax ({len(data.catalogue):,} titles are too many to score every one)"
+    else:
+        softmax = ""
     progress(
         f"Training on {num_examples:,} ratings: {recipe.epochs} epoch{'s' if recipe.epochs > 1 else ''}, "
         f"batches of {recipe.batch_size:,}, "
-        f"Adagrad {recipe.learning_rate:g}"
+        f"Adagrad {recipe.learning_rate:g}{softmax}"
     )
     # The dataset holds rating numbers; each batch of them becomes the towers' text in training_features.
     # Shuffling numbers gives the same order as shuffling the ratings themselves: a seeded shuffle's order
@@ -1650,7 +1717,8 @@ class TensorBoardLog:
 # batch (the global batch is --batch-size) and the replicas' gradients are summed before each step.
 # Building the towers and the optimizer inside strategy.scope() is all a Keras model needs. Each replica's
 # in-batch softmax sees only its own share of the batch as negatives, so the loss per rating is lower
-# than on one device; it is a different (easier) task per step, not a better model.
+# than on one device; it is a different (easier) task per step, not a better model. (The tuned recipe's
+# softmax over the whole catalogue is the same on every replica.)
 
 
 def distribution_strategy(name: str) -> tf.distribute.Strategy:

@@ -121,3 +121,42 @@ def test_the_distinct_movie_softmax_is_retrievals_own_loss_with_the_same_gradien
         np.testing.assert_allclose(
             tf.convert_to_tensor(got), tf.convert_to_tensor(expected), rtol=1e-4, atol=1e-5
         )
+
+
+def test_the_full_catalogue_softmax_is_worked_out_by_hand():
+    # Two users and three movies with fixed vectors; z is a movie nobody in the batch rated.
+    def tower(vectors: dict[bytes, list[float]]):
+        lookup = tf.keras.layers.StringLookup(vocabulary=list(vectors), num_oov_indices=0)
+        table = tf.constant(list(vectors.values()), tf.float32)
+        return lambda texts: tf.gather(table, lookup(texts))
+
+    user_model = tower({b"a": [1.0, 0.0], b"b": [0.0, 1.0]})
+    movie_model = tower({b"x": [1.0, 0.0], b"y": [0.0, 2.0], b"z": [0.0, 0.0]})
+    loss = recommend.full_catalogue_softmax_loss(
+        user_model,
+        movie_model,
+        tf.constant([b"x", b"y", b"z"]),
+        tf.constant([b"a", b"b", b"a"]),
+        tf.constant([b"x", b"y", b"y"]),
+    )
+    # a scores x, y, z as 1, 0, 0; b as 0, 2, 0. Ratings (a, x), (b, y), (a, y):
+    # (log(e + 2) - 1) + (log(e^2 + 2) - 2) + (log(e + 2) - 0).
+    e = np.e
+    assert loss.numpy() == pytest.approx(2 * np.log(e + 2) + np.log(e**2 + 2) - 3, rel=1e-6)
+
+
+def test_the_full_catalogue_softmax_learns_the_planted_tastes():
+    recipe = dataclasses.replace(TINY_RECIPE, full_catalogue_softmax=True, learning_rate=0.2)
+    recommender = train_tiny(recipe)
+    assert titles(recommend.recommend(recommender, PLANTED_USER, 1, include_rated=False)) == [PLANTED_MOVIE]
+    recommendations = titles(recommend.recommend(recommender, "5", 11, include_rated=True))
+    assert set(recommendations[:5]) == set(BETA)
+
+
+def test_the_tuned_recipe_corrects_for_sampling_only_when_it_keeps_in_batch_negatives(monkeypatch):
+    data = tiny_movielens()  # 11 titles
+    assert "sampling_probability" not in recommend.training_features(data, recommend.TUNED)(tf.range(4))
+    monkeypatch.setattr(recommend, "FULL_SOFTMAX_MAX_TITLES", 10)
+    assert "sampling_probability" in recommend.training_features(data, recommend.TUNED)(tf.range(4))
+    model = recommend.build_model(*recommend.build_vocabularies(data), data.catalogue, recommend.TUNED)
+    assert model.negatives is None
