@@ -173,7 +173,7 @@ class Recipe:
     # undoes that bias.
     sampling_correction: bool = False
     # L2 weight decay on both embedding tables: it keeps the towers from fitting their training ratings
-    # too closely, which the sampling correction otherwise lets them do within two epochs.
+    # too closely, which the corrected or whole-catalogue softmax otherwise lets them do within a few epochs.
     embedding_l2: float = 0.0
     # The softmax picks each rating's movie out of the other movies of its batch. With a catalogue as small
     # as 100k's 1,664 titles it can pick it out of all of them instead: every movie is then a negative of
