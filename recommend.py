@@ -10,7 +10,7 @@ The workflow, one function per step, in the order they appear below:
     1. load_movielens       read MovieLens ratings and movie titles with TensorFlow Datasets
     2. build_vocabularies   map user ids and movie titles to embedding rows (StringLookup)
     3. build_model          the user tower, the movie tower and the retrieval task (tfrs.Model)
-    4. train                fit both towers with Adagrad on in-batch softmax (--tuned: the whole catalogue)
+    4. train                fit both towers with Adagrad on in-batch softmax (--tuned: Adam, implicit ALS)
     5. build_index          score every movie for a user (BruteForce), leaving out rated movies
     6. recommend            ask the index for one user's top k
 
@@ -168,45 +168,44 @@ class Recipe:
     epochs: int = 3
     # The tutorial feeds the ratings in the same order every epoch, so every batch repeats its negatives.
     shuffle_each_epoch: bool = False
-    # In-batch negatives are drawn in proportion to popularity, so the plain softmax learns to push popular
-    # movies down. Subtracting log(probability of being sampled) from each score (the "logQ" correction)
-    # undoes that bias.
-    sampling_correction: bool = False
-    # L2 weight decay on both embedding tables: it keeps the towers from fitting their training ratings
-    # too closely, which the corrected or whole-catalogue softmax otherwise lets them do within a few epochs.
+    # L2 weight decay on both embedding tables, added to every step's loss: it keeps the towers from
+    # fitting their training ratings too closely. The tutorial has none; stopping early stands in for it.
     embedding_l2: float = 0.0
-    # The softmax picks each rating's movie out of the other movies of its batch. With a catalogue as small
-    # as 100k's 1,664 titles it can pick it out of all of them instead: every movie is then a negative of
-    # every rating, so there is no sampling bias to correct, at the cost of a users x catalogue product.
-    # Catalogues above FULL_SOFTMAX_MAX_TITLES keep the in-batch softmax (see uses_full_softmax).
-    full_catalogue_softmax: bool = False
+    # The tutorial's loss is a softmax: each rating's movie must outscore the other movies of its batch.
+    # Implicit ALS's loss asks instead that every user's score for every movie of the catalogue be near 1
+    # if they rated it and near 0 if not (see implicit_als_loss). All movies are then negatives of every
+    # user, so there is no sampling bias to correct, and the loss has one minimum to converge to.
+    implicit_als_loss: bool = False
+    # In that loss a rated movie's error counts this many times an unrated one's: a rating is a clear
+    # sign of taste, while a movie not rated may only be one the user never came across.
+    rated_weight: float = 6.0
+    # "adagrad" (the tutorial's) or "adam". Adam's steps do not shrink as gradients add up, so it
+    # converges where Adagrad's steps have become too small to get there in a few hundred.
+    optimizer: str = "adagrad"
 
 
 TUTORIAL = Recipe()
 # Chosen on five validation folds carved from the training data (README.md, "The tuned recipe").
 TUNED = Recipe(
-    learning_rate=0.1,
-    epochs=20,
+    implicit_als_loss=True,
+    rated_weight=6.0,
+    # Implicit ALS's usual lambda: 30 and 100 score well below it on validation.
+    embedding_l2=50.0,
+    # One batch holds every rating of MovieLens 100k, so each step is a step of gradient descent on the
+    # whole loss. On bigger data the batches take turns, shuffled anew every pass.
+    batch_size=100_000,
     shuffle_each_epoch=True,
-    full_catalogue_softmax=True,
-    # Used only where the catalogue is too large for the full softmax (MovieLens 20M and 25M).
-    sampling_correction=True,
-    embedding_l2=0.3,
+    optimizer="adam",
+    learning_rate=0.05,
+    # Validation NDCG stops rising after about 60 steps and stays level to 120.
+    epochs=100,
 )
-# The softmax over the whole catalogue scores every movie for every user of a batch: 4,096 x 1,664 numbers
-# on 100k, 4,096 x 3,706 on 1M. On 20M and 25M (about 59,000 titles) it would cost a gigabyte and most of
-# an hour per epoch on a small machine, so above this many titles the tuned recipe keeps the in-batch
-# softmax with the logQ correction.
-FULL_SOFTMAX_MAX_TITLES = 10_000
-
-
-def uses_full_softmax(recipe: Recipe, catalogue_size: int) -> bool:
-    return recipe.full_catalogue_softmax and catalogue_size <= FULL_SOFTMAX_MAX_TITLES
 
 
 # The tutorial recipe has no L2: stopping after three epochs is what keeps its vectors short. Fitting a
-# new viewer (--liked) to convergence has no such stop, so the tuned recipe's pull towards zero stands in.
-FOLD_IN_DEFAULT_L2 = TUNED.embedding_l2
+# new viewer (--liked) to convergence has no such stop, so this pull towards zero stands in: the L2 that
+# served the softmax best on validation (README.md, "The tuned recipe", stage 6).
+FOLD_IN_DEFAULT_L2 = 0.3
 
 
 class UsageError(Exception):
@@ -524,37 +523,36 @@ class MovieLensModel(tfrs.Model):
         user_model: tf.keras.Model,
         movie_model: tf.keras.Model,
         task: tfrs.tasks.Retrieval,
-        negatives: np.ndarray | None = None,
+        catalogue: np.ndarray | None = None,
+        rated_weight: float = TUNED.rated_weight,
     ):
         super().__init__()
         self.user_model = user_model
         self.movie_model = movie_model
         self.task = task
-        # The titles every rating's softmax runs over (the whole catalogue), or None for the batch's own.
-        self.negatives = None if negatives is None else tf.constant(negatives, tf.string)
+        # With a catalogue the model trains on implicit ALS's loss over all its titles (see
+        # implicit_als_loss); without one, on the tutorial's softmax over each batch's own movies.
+        self.catalogue = None if catalogue is None else tf.constant(catalogue, tf.string)
+        self.rated_weight = rated_weight
         # Keras resets metrics every epoch, so this adds up one epoch's loss for the progress line.
         self.summed_loss = tf.keras.metrics.Sum(name="summed_loss")
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         if training:
-            if self.negatives is not None:
-                # The tuned recipe's softmax over every movie: see full_catalogue_softmax_loss.
-                loss = full_catalogue_softmax_loss(
+            if self.catalogue is not None:
+                loss = implicit_als_loss(
                     self.user_model,
                     self.movie_model,
-                    self.negatives,
+                    self.catalogue,
                     features["user_id"],
                     features["movie_title"],
+                    features["user_share"],
+                    self.rated_weight,
                 )
             else:
                 # The task's own loss, computed the fast way: see in_batch_softmax_loss below.
                 loss = in_batch_softmax_loss(
-                    self.user_model,
-                    self.movie_model,
-                    features["user_id"],
-                    features["movie_title"],
-                    # Present only when the recipe asks for the correction (see training_features).
-                    features.get("sampling_probability"),
+                    self.user_model, self.movie_model, features["user_id"], features["movie_title"]
                 )
             self.summed_loss.update_state(loss)
             return loss
@@ -571,7 +569,6 @@ def in_batch_softmax_loss(
     movie_model: tf.keras.Model,
     user_ids: tf.Tensor,
     movie_titles: tf.Tensor,
-    sampling_probability: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """The loss `tfrs.tasks.Retrieval` computes by default, summed over the batch, in a quarter of the time.
 
@@ -583,10 +580,6 @@ def in_batch_softmax_loss(
     appears: logsumexp over m of (s(user, m) + log count(m)). It depends on the user alone, so a
     distinct-users x distinct-movies matrix holds every term. This is the same softmax, accidental hits
     included, with the same gradients reaching the same embedding rows; only the duplicated work is gone.
-
-    With the logQ correction, Retrieval subtracts log(sampling probability) from every column. Every copy
-    of a movie has the same probability, so it is subtracted once per distinct movie, and from the
-    rating's own score.
     """
     users, user_rows = tf.unique(user_ids)
     movies, movie_columns = tf.unique(movie_titles)
@@ -598,36 +591,38 @@ def in_batch_softmax_loss(
     own_scores = tf.reduce_sum(
         tf.gather(user_embeddings, user_rows) * tf.gather(movie_embeddings, movie_columns), axis=1
     )
-    if sampling_probability is not None:
-        # Clipped as TFRS's SamplingProbablityCorrection clips it.
-        log_probability = tf.math.log(
-            tf.clip_by_value(
-                tf.math.unsorted_segment_max(sampling_probability, movie_columns, num_movies), 1e-6, 1.0
-            )
-        )
-        logits -= log_probability
-        own_scores -= tf.gather(log_probability, movie_columns)
     return tf.reduce_sum(tf.gather(tf.reduce_logsumexp(logits, axis=1), user_rows) - own_scores)
 
 
-def full_catalogue_softmax_loss(
+def implicit_als_loss(
     user_model: tf.keras.Model,
     movie_model: tf.keras.Model,
     catalogue: tf.Tensor,
     user_ids: tf.Tensor,
     movie_titles: tf.Tensor,
+    user_shares: tf.Tensor,
+    rated_weight: float,
 ) -> tf.Tensor:
-    """The softmax over every movie of the catalogue, summed over the batch's ratings: for each rating,
-    logsumexp over all movies m of s(user, m) - s(user, own movie).
+    """Implicit ALS's loss (Hu, Koren and Volinsky, 2008) for a batch of ratings: every score s = user .
+    movie should be 1 for the movies a user rated and 0 for the rest of the catalogue, and a rated movie's
+    squared error counts rated_weight times:
+        sum over rated (u, m) of rated_weight (1 - s)^2  +  sum over unrated (u, m) of s^2.
 
-    As in in_batch_softmax_loss, the logsumexp depends on the user alone, so it is computed once for each
-    distinct user of the batch. The user's other rated movies are negatives too, as in-batch ones are.
+    The second sum runs over almost every user and movie pair, yet needs no pair at all. It equals the sum
+    over all pairs minus the rated ones, and a user's sum of s^2 over the whole catalogue is u . (G u)
+    with G = (sum over movies of e e^T), one embedding_dim x embedding_dim matrix for the whole catalogue.
+    So each rating adds rated_weight (1 - s)^2 - s^2, and each user adds u . (G u) once. A batch need not
+    hold all of a user's ratings: each of them adds its share of the user's term, 1 / (their number of
+    ratings), so that over a pass each user's term is counted once.
     """
     users, user_rows = tf.unique(user_ids)
     user_embeddings = user_model(users)
-    logits = tf.matmul(user_embeddings, movie_model(catalogue), transpose_b=True)
-    own_scores = tf.reduce_sum(tf.gather(user_embeddings, user_rows) * movie_model(movie_titles), axis=1)
-    return tf.reduce_sum(tf.gather(tf.reduce_logsumexp(logits, axis=1), user_rows) - own_scores)
+    catalogue_embeddings = movie_model(catalogue)
+    gram = tf.matmul(catalogue_embeddings, catalogue_embeddings, transpose_a=True)
+    whole_catalogue = tf.reduce_sum(tf.matmul(user_embeddings, gram) * user_embeddings, axis=1)
+    scores = tf.reduce_sum(tf.gather(user_embeddings, user_rows) * movie_model(movie_titles), axis=1)
+    rated = rated_weight * tf.square(1.0 - scores) - tf.square(scores)
+    return tf.reduce_sum(rated + user_shares * tf.gather(whole_catalogue, user_rows))
 
 
 def build_model(
@@ -657,8 +652,13 @@ def build_model(
 
     user_model = tower(user_ids_vocabulary)
     movie_model = tower(movie_titles_vocabulary)
-    negatives = catalogue if uses_full_softmax(recipe, len(catalogue)) else None
-    return MovieLensModel(user_model, movie_model, retrieval_task(movie_model, catalogue), negatives)
+    return MovieLensModel(
+        user_model,
+        movie_model,
+        retrieval_task(movie_model, catalogue),
+        catalogue if recipe.implicit_als_loss else None,
+        recipe.rated_weight,
+    )
 
 
 def retrieval_task(movie_model: tf.keras.Model, catalogue: np.ndarray) -> tfrs.tasks.Retrieval:
@@ -676,46 +676,43 @@ def retrieval_task(movie_model: tf.keras.Model, catalogue: np.ndarray) -> tfrs.t
 
 def training_features(data: MovieLens, recipe: Recipe) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
     """What the model trains on, for a batch of rating numbers: who rated which title, as the text the
-    towers take, and, for the logQ correction, how likely each rating's movie is to be drawn as somebody's
-    in-batch negative: its share of the ratings.
+    towers take, and for implicit ALS's loss each rating's share of its user's whole-catalogue term:
+    1 / (the user's number of ratings).
 
     Only a batch's ratings are ever turned into text, by looking their rows up in the lists of users and
     titles: 25 million ratings as text would take gigabytes."""
     users, titles = tf.constant(data.users, tf.string), tf.constant(data.titles, tf.string)
     rating_users, rating_titles = tf.constant(data.rating_users), tf.constant(data.rating_titles)
-    sampling_correction = recipe.sampling_correction and not uses_full_softmax(recipe, len(data.catalogue))
-    if sampling_correction:
-        share = np.bincount(data.rating_titles, minlength=len(data.titles)) / max(data.num_ratings, 1)
-        share = tf.constant(share, tf.float32)
+    if recipe.implicit_als_loss:
+        user_share = 1.0 / np.maximum(np.bincount(data.rating_users, minlength=len(data.users)), 1)
+        user_share = tf.constant(user_share, tf.float32)
 
     def features(rows: tf.Tensor) -> dict[str, tf.Tensor]:
-        title_rows = tf.gather(rating_titles, rows)
-        batch = {
-            "user_id": tf.gather(users, tf.gather(rating_users, rows)),
-            "movie_title": tf.gather(titles, title_rows),
-        }
-        if sampling_correction:
-            batch["sampling_probability"] = tf.gather(share, title_rows)
+        user_rows, title_rows = tf.gather(rating_users, rows), tf.gather(rating_titles, rows)
+        batch = {"user_id": tf.gather(users, user_rows), "movie_title": tf.gather(titles, title_rows)}
+        if recipe.implicit_als_loss:
+            batch["user_share"] = tf.gather(user_share, user_rows)
         return batch
 
     return features
 
 
 def training_memory_bytes(
-    num_users: int, num_movies: int, embedding_dim: int, batch_size: int, whole_catalogue: bool = False
+    num_users: int, num_movies: int, embedding_dim: int, batch_size: int, implicit_als: bool = False
 ) -> int:
     """A generous estimate of the memory training holds at once, in bytes (float32 numbers).
 
-    The embedding tables (one row per user and per movie, plus each vocabulary's unknown row) come three
-    times over: the weights, their gradients and Adagrad's accumulators. A batch adds its scores, distinct
-    users x distinct movies, and its gathered embeddings, each kept a few times for the softmax and its
-    gradient. The score matrix is what the distinct-movie softmax keeps small: never more than
-    users x catalogue, however large the batch; the softmax over the whole catalogue always takes that.
+    The embedding tables (one row per user and per movie, plus each vocabulary's unknown row) come four
+    times over: the weights, their gradients and the optimizer's state (Adagrad keeps one number per
+    weight, Adam two). A batch adds its gathered embeddings, kept a few times for the loss and its
+    gradient, and the softmax its scores, distinct users x distinct movies: never more than users x
+    catalogue, however large the batch. Implicit ALS's loss has no such matrix (see implicit_als_loss).
     """
     float_bytes, copies = 4, 4
-    tables = 3 * (num_users + 1 + num_movies + 1) * embedding_dim * float_bytes
-    scored_movies = num_movies if whole_catalogue else min(batch_size, num_movies)
-    scores = copies * min(batch_size, num_users) * scored_movies * float_bytes
+    tables = 4 * (num_users + 1 + num_movies + 1) * embedding_dim * float_bytes
+    scores = (
+        0 if implicit_als else copies * min(batch_size, num_users) * min(batch_size, num_movies) * float_bytes
+    )
     batch_embeddings = copies * batch_size * embedding_dim * float_bytes
     return tables + scores + batch_embeddings
 
@@ -744,7 +741,7 @@ def available_memory_bytes() -> int | None:
 def check_memory(recipe: Recipe, num_users: int, num_movies: int) -> None:
     """Refuses, before any training, sizes that cannot fit in this machine's memory."""
     need = training_memory_bytes(
-        num_users, num_movies, recipe.embedding_dim, recipe.batch_size, uses_full_softmax(recipe, num_movies)
+        num_users, num_movies, recipe.embedding_dim, recipe.batch_size, recipe.implicit_als_loss
     )
     available = available_memory_bytes()
     if available is not None and need > available:
@@ -788,10 +785,12 @@ class EpochProgress(tf.keras.callbacks.Callback):
         # The top-k metrics are computed only when evaluating (see compute_loss): in training they are 0.
         for name in [name for name in logs if name.startswith("factorized_top_k/")]:
             del logs[name]
+        epochs = self.params["epochs"]
+        # A run of many short epochs (the tuned recipe's 100) reports every tenth, and the last.
+        if epochs > 20 and epoch % 10 and epoch + 1 < epochs:
+            return
         elapsed = time.perf_counter() - self.heartbeat.started_at
-        progress(
-            f"  epoch {epoch + 1}/{self.params['epochs']}: loss {mean_loss:.3f} per rating ({elapsed:.1f}s)"
-        )
+        progress(f"  epoch {epoch + 1}/{epochs}: loss {mean_loss:.3f} per rating ({elapsed:.1f}s)")
 
 
 class Heartbeat:
@@ -880,29 +879,31 @@ def train(
     seed: int,
     callbacks: tuple[tf.keras.callbacks.Callback, ...] = (),
 ) -> None:
-    """Fits both towers with Adagrad on the recipe's softmax. CALLBACKS are extra Keras callbacks (TensorBoard's)."""
+    """Fits both towers with the recipe's optimizer and loss. CALLBACKS are extra Keras callbacks (TensorBoard's)."""
     num_examples = data.num_ratings
-    if model.negatives is not None:
-        softmax = f", softmax over all {len(data.catalogue):,} titles"
-    elif recipe.full_catalogue_softmax:
-        softmax = f", in-batch softmax ({len(data.catalogue):,} titles are too many to score every one)"
+    optimizers = {"adagrad": tf.keras.optimizers.Adagrad, "adam": tf.keras.optimizers.Adam}
+    if recipe.implicit_als_loss:
+        loss = f", implicit ALS's loss over all {len(data.catalogue):,} titles"
     else:
-        softmax = ""
+        loss = ""
     progress(
         f"Training on {num_examples:,} ratings: {recipe.epochs} epoch{'s' if recipe.epochs > 1 else ''}, "
         f"batches of {recipe.batch_size:,}, "
-        f"Adagrad {recipe.learning_rate:g}{softmax}"
+        f"{recipe.optimizer.capitalize()} {recipe.learning_rate:g}{loss}"
     )
     # The dataset holds rating numbers; each batch of them becomes the towers' text in training_features.
     # Shuffling numbers gives the same order as shuffling the ratings themselves: a seeded shuffle's order
-    # depends only on the seed, the buffer and the count.
+    # depends only on the seed, the buffer and the count. A single batch is the same batch in any order.
     ratings = tf.data.Dataset.range(num_examples)
-    if recipe.shuffle_each_epoch:
+    if recipe.shuffle_each_epoch and num_examples > recipe.batch_size:
         ratings = ratings.shuffle(
             min(num_examples, SHUFFLE_BUFFER_SIZE), seed=seed, reshuffle_each_iteration=True
         )
     batches = ratings.batch(recipe.batch_size).map(training_features(data, recipe))
-    model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=recipe.learning_rate))
+    if num_examples <= recipe.batch_size:
+        # One batch, the same every pass (the tuned recipe's on 100k): made once, not once a pass.
+        batches = batches.cache()
+    model.compile(optimizer=optimizers[recipe.optimizer](learning_rate=recipe.learning_rate))
     divergence = StopWhenDiverged()
     with stop_training_on_ctrl_c(model) as ctrl_c:
         model.fit(
@@ -942,6 +943,7 @@ class Recommender(tf.Module):
         catalogue: np.ndarray,
         movie_embeddings: tf.Tensor,
         fold_in_l2: float,
+        fold_in_rated_weight: float = 0.0,
     ):
         super().__init__()
         self.index = index
@@ -966,6 +968,11 @@ class Recommender(tf.Module):
             default_value=-1,
         )
         self.fold_in_l2 = tf.Variable(fold_in_l2, trainable=False, dtype=tf.float32, name="fold_in_l2")
+        # Above 0, the towers were trained on implicit ALS's loss with this weight, and a new viewer is
+        # fitted to that loss (least_squares_viewer); at 0, to the softmax (fold_in_viewer).
+        self.fold_in_rated_weight = tf.Variable(
+            fold_in_rated_weight, trainable=False, dtype=tf.float32, name="fold_in_rated_weight"
+        )
 
     @tf.function(
         input_signature=[
@@ -1016,7 +1023,13 @@ class Recommender(tf.Module):
         """Returns {"titles", "scores"}: the k best movies for a new viewer who liked these titles."""
         tf.debugging.assert_positive(tf.size(titles), message="name at least one liked title")
         rows = self.rows_of(titles)
-        viewer = fold_in_viewer(self.movie_embeddings, rows, self.fold_in_l2)
+        viewer = tf.cond(
+            self.fold_in_rated_weight > 0,
+            lambda: least_squares_viewer(
+                self.movie_embeddings, rows, self.fold_in_l2, self.fold_in_rated_weight
+            ),
+            lambda: fold_in_viewer(self.movie_embeddings, rows, self.fold_in_l2),
+        )
         scores = tf.linalg.matvec(self.movie_embeddings, viewer)
         liked = tf.scatter_nd(rows[:, tf.newaxis], tf.ones_like(rows, tf.bool), [self.catalogue_size])
         scores = tf.where(liked & tf.logical_not(include_rated), -np.inf, scores)
@@ -1041,18 +1054,24 @@ class Recommender(tf.Module):
 
 
 def build_index(
-    model: MovieLensModel, data: MovieLens, fold_in_l2: float = FOLD_IN_DEFAULT_L2
+    model: MovieLensModel,
+    data: MovieLens,
+    fold_in_l2: float = FOLD_IN_DEFAULT_L2,
+    fold_in_rated_weight: float = 0.0,
 ) -> Recommender:
     """Embeds every movie once and indexes the embeddings for exact (brute-force) top-k search.
 
-    fold_in_l2 is how strongly a new viewer's vector is held to zero (see fold_in_viewer)."""
+    fold_in_l2 is how strongly a new viewer's vector is held to zero, and fold_in_rated_weight, when above
+    0, fits them to implicit ALS's loss instead of the softmax (see least_squares_viewer)."""
     catalogue = data.catalogue
     index = tfrs.layers.factorized_top_k.BruteForce(model.user_model)
     # The catalogue is sorted by title, and top-k keeps the earlier of two equal scores, so ties always
     # resolve alphabetically.
     movie_embeddings = model.movie_model(catalogue)
     index.index(candidates=movie_embeddings, identifiers=tf.constant(catalogue))
-    return Recommender(index, data.users, data.rated_by_user, catalogue, movie_embeddings, fold_in_l2)
+    return Recommender(
+        index, data.users, data.rated_by_user, catalogue, movie_embeddings, fold_in_l2, fold_in_rated_weight
+    )
 
 
 def rated_titles_per_user(data: MovieLens) -> dict[str, int]:
@@ -1165,11 +1184,31 @@ def fold_in_viewer(movie_embeddings: tf.Tensor, liked_rows: tf.Tensor, l2: tf.Te
     return viewer
 
 
+def least_squares_viewer(
+    movie_embeddings: tf.Tensor, liked_rows: tf.Tensor, l2: tf.Tensor, rated_weight: tf.Tensor
+) -> tf.Tensor:
+    """A new viewer's vector under implicit ALS's loss (see implicit_als_loss), the movie tower held fixed:
+        minimise  sum over liked m of rated_weight (1 - v . e_m)^2 + sum over the rest of (v . e_j)^2 + l2 |v|^2.
+    It is a least-squares problem, solved exactly as ALS solves each user: with G the sum of e e^T over the
+    catalogue and L the same over the liked movies only,
+        v = (G + (rated_weight - 1) L + l2 I)^-1  rated_weight (sum of the liked movies' vectors).
+    """
+    liked = tf.gather(movie_embeddings, liked_rows)
+    dimension = tf.shape(movie_embeddings)[1]
+    system = (
+        tf.matmul(movie_embeddings, movie_embeddings, transpose_a=True)
+        + (rated_weight - 1.0) * tf.matmul(liked, liked, transpose_a=True)
+        + l2 * tf.eye(dimension)
+    )
+    return tf.linalg.solve(system, rated_weight * tf.reduce_sum(liked, axis=0)[:, tf.newaxis])[:, 0]
+
+
 def fold_in_l2_for(recipe: Recipe) -> float:
     """How strongly a new viewer's vector is pulled towards zero: the recipe's L2 on each embedding row.
 
-    Training applies that L2 at every step, about 25 times an epoch, against each of a user's ratings
-    once an epoch. Counted that way, a viewer who names three films would be held to a vector so short
+    Training applies that L2 at every step: with the softmax recipes' batches, about 25 times an epoch,
+    against each of a user's ratings once an epoch. (The tuned recipe's one batch a pass applies it once,
+    as ALS does.) Counted that way, a viewer who names three films would be held to a vector so short
     that the catalogue's hits came first whatever they named, as for a user who had watched only those
     three. But three films named are a sample of someone's taste, not all they have ever seen, so the
     coefficient is applied once.
@@ -1718,7 +1757,7 @@ class TensorBoardLog:
 # Building the towers and the optimizer inside strategy.scope() is all a Keras model needs. Each replica's
 # in-batch softmax sees only its own share of the batch as negatives, so the loss per rating is lower
 # than on one device; it is a different (easier) task per step, not a better model. (The tuned recipe's
-# softmax over the whole catalogue is the same on every replica.)
+# implicit ALS loss is a plain sum over ratings, so the replicas' shares add up to the same loss.)
 
 
 def distribution_strategy(name: str) -> tf.distribute.Strategy:
@@ -1961,7 +2000,13 @@ def download_address(text: str) -> str:
 RECIPE_OPTIONS = [
     ("--epochs", positive_int, "epochs", "N", "passes over the ratings"),
     ("--embedding-dim", positive_int, "embedding_dim", "N", "numbers per user and per movie embedding"),
-    ("--learning-rate", positive_float, "learning_rate", "RATE", "Adagrad learning rate"),
+    (
+        "--learning-rate",
+        positive_float,
+        "learning_rate",
+        "RATE",
+        "learning rate (Adagrad's; Adam's with --tuned)",
+    ),
     ("--batch-size", positive_int, "batch_size", "N", "ratings per training step"),
 ]
 
@@ -2296,7 +2341,9 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.d
         train(model, data, recipe, args.seed, callbacks)
     stopwatch.lap("training")
 
-    recommender = build_index(model, data, fold_in_l2_for(recipe))
+    recommender = build_index(
+        model, data, fold_in_l2_for(recipe), recipe.rated_weight if recipe.implicit_als_loss else 0.0
+    )
     stopwatch.lap("indexing")
 
     answer(recommender, question, args)

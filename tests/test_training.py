@@ -73,21 +73,20 @@ def test_vocabularies_match_what_adapt_would_build():
     assert user_ids_vocabulary.vocabulary_size() == 8 + 1
 
 
-def test_a_batch_of_rating_numbers_becomes_the_ratings_text_and_sampling_probabilities():
+def test_a_batch_of_rating_numbers_becomes_the_ratings_text():
     user_ids = np.array([b"1", b"2", b"3", b"1"], dtype=object)
     movie_titles = np.array([b"Heat", b"Heat", b"Heat", b"Fargo"], dtype=object)
     data = recommend.MovieLens.from_ratings(user_ids, movie_titles, np.array([b"Heat", b"Fargo", b"Ran"]))
-    recipe = dataclasses.replace(recommend.TUTORIAL, sampling_correction=True)
-    batch = recommend.training_features(data, recipe)(tf.constant([3, 0, 1], tf.int64))
+    batch = recommend.training_features(data, recommend.TUTORIAL)(tf.constant([3, 0, 1], tf.int64))
+    assert set(batch) == {"user_id", "movie_title"}
     assert batch["user_id"].numpy().tolist() == [b"1", b"1", b"2"]
     assert batch["movie_title"].numpy().tolist() == [b"Fargo", b"Heat", b"Heat"]
-    # Heat is 3 of the 4 ratings, Fargo 1 of 4.
-    np.testing.assert_allclose(batch["sampling_probability"], [0.25, 0.75, 0.75])
-    assert "sampling_probability" not in recommend.training_features(data, recommend.TUTORIAL)(tf.range(4))
+    # With implicit ALS's loss each rating also carries its user's share: user 1 has two ratings.
+    batch = recommend.training_features(data, recommend.TUNED)(tf.constant([3, 0, 1], tf.int64))
+    np.testing.assert_allclose(batch["user_share"], [0.5, 0.5, 1.0])
 
 
-@pytest.mark.parametrize("with_sampling_correction", [False, True])
-def test_the_distinct_movie_softmax_is_retrievals_own_loss_with_the_same_gradients(with_sampling_correction):
+def test_the_distinct_movie_softmax_is_retrievals_own_loss_with_the_same_gradients():
     # A batch of 300 ratings by 12 users of 20 movies, popularity skewed so most movies repeat many times.
     rng = np.random.default_rng(7)
     users = np.array([str(n).encode() for n in range(12)], dtype=object)
@@ -95,13 +94,9 @@ def test_the_distinct_movie_softmax_is_retrievals_own_loss_with_the_same_gradien
     user_ids = users[rng.integers(0, 12, 300)]
     movie_titles = movies[np.minimum(rng.zipf(1.6, 300) - 1, 19)]
     data = recommend.MovieLens.from_ratings(user_ids, movie_titles, movies)
-    recipe = dataclasses.replace(
-        recommend.TUTORIAL, embedding_dim=8, sampling_correction=with_sampling_correction
-    )
+    recipe = dataclasses.replace(recommend.TUTORIAL, embedding_dim=8)
     tf.keras.utils.set_random_seed(1)
     model = recommend.build_model(*recommend.build_vocabularies(data), data.catalogue, recipe)
-    features = recommend.training_features(data, recipe)(tf.range(300))
-    probability = features.get("sampling_probability")
     assert len(set(movie_titles)) < len(movie_titles) / 10  # many duplicates: the case that matters
     variables = model.user_model.trainable_variables + model.movie_model.trainable_variables
 
@@ -110,11 +105,10 @@ def test_the_distinct_movie_softmax_is_retrievals_own_loss_with_the_same_gradien
         tutorial = tfrs.tasks.Retrieval()(
             model.user_model(user_ids),
             model.movie_model(movie_titles),
-            candidate_sampling_probability=probability,
             compute_metrics=False,
         )
         distinct = recommend.in_batch_softmax_loss(
-            model.user_model, model.movie_model, tf.constant(user_ids), tf.constant(movie_titles), probability
+            model.user_model, model.movie_model, tf.constant(user_ids), tf.constant(movie_titles)
         )
     np.testing.assert_allclose(distinct.numpy(), tutorial.numpy(), rtol=1e-5)
     for expected, got in zip(tape.gradient(tutorial, variables), tape.gradient(distinct, variables)):
@@ -123,40 +117,68 @@ def test_the_distinct_movie_softmax_is_retrievals_own_loss_with_the_same_gradien
         )
 
 
-def test_the_full_catalogue_softmax_is_worked_out_by_hand():
-    # Two users and three movies with fixed vectors; z is a movie nobody in the batch rated.
-    def tower(vectors: dict[bytes, list[float]]):
-        lookup = tf.keras.layers.StringLookup(vocabulary=list(vectors), num_oov_indices=0)
-        table = tf.constant(list(vectors.values()), tf.float32)
-        return lambda texts: tf.gather(table, lookup(texts))
+def fixed_tower(vectors: dict[bytes, list[float]]):
+    """A tower that maps each text to a fixed vector."""
+    lookup = tf.keras.layers.StringLookup(vocabulary=list(vectors), num_oov_indices=0)
+    table = tf.constant(list(vectors.values()), tf.float32)
+    return lambda texts: tf.gather(table, lookup(texts))
 
-    user_model = tower({b"a": [1.0, 0.0], b"b": [0.0, 1.0]})
-    movie_model = tower({b"x": [1.0, 0.0], b"y": [0.0, 2.0], b"z": [0.0, 0.0]})
-    loss = recommend.full_catalogue_softmax_loss(
-        user_model,
-        movie_model,
-        tf.constant([b"x", b"y", b"z"]),
-        tf.constant([b"a", b"b", b"a"]),
-        tf.constant([b"x", b"y", b"y"]),
+
+def test_implicit_als_loss_is_worked_out_by_hand():
+    # Two users and three movies with fixed vectors; z is a movie nobody rated.
+    user_model = fixed_tower({b"a": [1.0, 0.0], b"b": [0.0, 1.0]})
+    movie_model = fixed_tower({b"x": [1.0, 0.0], b"y": [0.0, 2.0], b"z": [0.0, 0.0]})
+    catalogue = tf.constant([b"x", b"y", b"z"])
+
+    def loss(users, titles, shares):
+        return recommend.implicit_als_loss(
+            user_model,
+            movie_model,
+            catalogue,
+            tf.constant(users),
+            tf.constant(titles),
+            tf.constant(shares),
+            3.0,
+        ).numpy()
+
+    # a scores x, y, z as 1, 0, 0; b as 0, 2, 0. a rated x and y, b rated y. With rated movies weighted 3:
+    # a: 3 (1 - 1)^2 + 3 (1 - 0)^2 + 0^2 = 3;  b: 3 (1 - 2)^2 + 0^2 + 0^2 = 3.
+    ratings = ([b"a", b"b", b"a"], [b"x", b"y", b"y"], [0.5, 1.0, 0.5])
+    assert loss(*ratings) == pytest.approx(6.0)
+    # Split over two batches, each rating carrying its share of its user's term, the sum is the same.
+    first = loss([b"a"], [b"x"], [0.5])
+    second = loss([b"b", b"a"], [b"y", b"y"], [1.0, 0.5])
+    assert first + second == pytest.approx(6.0)
+
+
+def test_each_rating_carries_its_share_of_its_user():
+    data = tiny_movielens()
+    features = recommend.training_features(data, recommend.TUNED)(tf.range(data.num_ratings))
+    shares = features["user_share"].numpy()
+    users = features["user_id"].numpy()
+    for user in set(users):
+        assert shares[users == user].sum() == pytest.approx(1.0)
+        assert len(set(shares[users == user])) == 1
+    tutorial = recommend.training_features(data, recommend.TUTORIAL)(tf.range(4))
+    assert set(tutorial) == {"user_id", "movie_title"}
+
+
+def test_implicit_als_learns_the_planted_tastes():
+    # 39 ratings pull far less than MovieLens's 80,000 against the same L2, so it is smaller here.
+    recipe = dataclasses.replace(
+        TINY_RECIPE,
+        implicit_als_loss=True,
+        optimizer="adam",
+        learning_rate=0.05,
+        epochs=200,
+        embedding_l2=0.1,
     )
-    # a scores x, y, z as 1, 0, 0; b as 0, 2, 0. Ratings (a, x), (b, y), (a, y):
-    # (log(e + 2) - 1) + (log(e^2 + 2) - 2) + (log(e + 2) - 0).
-    e = np.e
-    assert loss.numpy() == pytest.approx(2 * np.log(e + 2) + np.log(e**2 + 2) - 3, rel=1e-6)
-
-
-def test_the_full_catalogue_softmax_learns_the_planted_tastes():
-    recipe = dataclasses.replace(TINY_RECIPE, full_catalogue_softmax=True, learning_rate=0.2)
     recommender = train_tiny(recipe)
     assert titles(recommend.recommend(recommender, PLANTED_USER, 1, include_rated=False)) == [PLANTED_MOVIE]
     recommendations = titles(recommend.recommend(recommender, "5", 11, include_rated=True))
     assert set(recommendations[:5]) == set(BETA)
-
-
-def test_the_tuned_recipe_corrects_for_sampling_only_when_it_keeps_in_batch_negatives(monkeypatch):
-    data = tiny_movielens()  # 11 titles
-    assert "sampling_probability" not in recommend.training_features(data, recommend.TUNED)(tf.range(4))
-    monkeypatch.setattr(recommend, "FULL_SOFTMAX_MAX_TITLES", 10)
-    assert "sampling_probability" in recommend.training_features(data, recommend.TUNED)(tf.range(4))
-    model = recommend.build_model(*recommend.build_vocabularies(data), data.catalogue, recommend.TUNED)
-    assert model.negatives is None
+    # A new viewer who names two Beta films is fitted to the same loss and is offered the other Beta ones.
+    recommender.fold_in_rated_weight.assign(recipe.rated_weight)
+    recommender.fold_in_l2.assign(recipe.embedding_l2)
+    liked = recommend.recommend_for_liked(recommender, list(BETA[:2]), 3, include_rated=False)
+    assert set(titles(liked)) == set(BETA[2:])
