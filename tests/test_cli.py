@@ -56,6 +56,15 @@ def test_tuned_training_recommends_too(tiny_tfds, capsys):
     assert "implicit ALS's loss over all 11 titles" in err
 
 
+def test_a_long_run_of_short_epochs_reports_every_tenth_and_the_last(tiny_tfds, capsys):
+    status, _, err = run(
+        capsys, "--user", "1", "--k", "3", "--tuned", "--data-dir", tiny_tfds, "--epochs", "25"
+    )
+    assert status == 0
+    reported = re.findall(r"  epoch (\d+)/25: loss", err)
+    assert reported == ["1", "11", "21", "25"]
+
+
 def test_timings_name_every_phase(tiny_tfds, capsys):
     status, _, err = run(
         capsys, "--user", "1", "--k", "3", "--timings", "--data-dir", tiny_tfds, "--epochs", "1"
