@@ -298,3 +298,19 @@ def test_training_flags_with_load_dir_are_ignored_with_a_note(saved, capsys):
 
 def test_evaluate_cannot_be_combined_with_saving(capsys):
     assert_one_line_error(*run(capsys, "--evaluate", "--load-dir", "somewhere"), "--evaluate")
+
+
+def test_a_tuned_recommender_fits_new_viewers_to_its_own_loss_after_loading(tiny_tfds, tmp_path, capsys):
+    # The tuned recipe trains on implicit ALS's loss, so a new viewer is fitted to it (least_squares_viewer);
+    # the saved model must carry that choice and answer exactly as the freshly trained one did.
+    target = str(tmp_path / "tuned")
+    question = ["--liked", "alpha 1", "--liked", "alpha 2", "--k", "3", "--json"]
+    trained = run(
+        capsys, *question, "--tuned", "--epochs", "5", "--data-dir", tiny_tfds, "--save-dir", target
+    )
+    loaded = run(capsys, *question, "--load-dir", target)
+    assert trained[0] == loaded[0] == 0
+    assert loaded[1] == trained[1]
+    saved_model = tf.saved_model.load(target)
+    assert float(saved_model.fold_in_rated_weight) == recommend.TUNED.rated_weight
+    assert float(saved_model.fold_in_l2) == recommend.TUNED.embedding_l2
