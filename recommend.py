@@ -883,10 +883,10 @@ def train(
     """Fits both towers with the recipe's optimizer and loss. CALLBACKS are extra Keras callbacks (TensorBoard's)."""
     num_examples = data.num_ratings
     optimizers = {"adagrad": tf.keras.optimizers.Adagrad, "adam": tf.keras.optimizers.Adam}
-    if recipe.implicit_als_loss:
-        loss = f", implicit ALS's loss over all {len(data.catalogue):,} titles"
-    else:
-        loss = ""
+    loss = (
+        f", implicit ALS's loss over all {len(data.catalogue):,} titles" if recipe.implicit_als_loss else ""
+    )
+    one_batch = num_examples <= recipe.batch_size
     progress(
         f"Training on {num_examples:,} ratings: {recipe.epochs} epoch{'s' if recipe.epochs > 1 else ''}, "
         f"batches of {recipe.batch_size:,}, "
@@ -896,12 +896,12 @@ def train(
     # Shuffling numbers gives the same order as shuffling the ratings themselves: a seeded shuffle's order
     # depends only on the seed, the buffer and the count. A single batch is the same batch in any order.
     ratings = tf.data.Dataset.range(num_examples)
-    if recipe.shuffle_each_epoch and num_examples > recipe.batch_size:
+    if recipe.shuffle_each_epoch and not one_batch:
         ratings = ratings.shuffle(
             min(num_examples, SHUFFLE_BUFFER_SIZE), seed=seed, reshuffle_each_iteration=True
         )
     batches = ratings.batch(recipe.batch_size).map(training_features(data, recipe))
-    if num_examples <= recipe.batch_size:
+    if one_batch:
         # One batch, the same every pass (the tuned recipe's on 100k): made once, not once a pass.
         batches = batches.cache()
     model.compile(optimizer=optimizers[recipe.optimizer](learning_rate=recipe.learning_rate))
@@ -1055,21 +1055,19 @@ class Recommender(tf.Module):
 
 
 def build_index(
-    model: MovieLensModel,
-    data: MovieLens,
-    fold_in_l2: float = FOLD_IN_DEFAULT_L2,
-    fold_in_rated_weight: float = 0.0,
+    model: MovieLensModel, data: MovieLens, fold_in_l2: float = FOLD_IN_DEFAULT_L2
 ) -> Recommender:
     """Embeds every movie once and indexes the embeddings for exact (brute-force) top-k search.
 
-    fold_in_l2 is how strongly a new viewer's vector is held to zero, and fold_in_rated_weight, when above
-    0, fits them to implicit ALS's loss instead of the softmax (see least_squares_viewer)."""
+    fold_in_l2 is how strongly a new viewer's vector is held to zero. A new viewer is fitted to the loss
+    the model was trained on: implicit ALS's (least_squares_viewer) or the softmax (fold_in_viewer)."""
     catalogue = data.catalogue
     index = tfrs.layers.factorized_top_k.BruteForce(model.user_model)
     # The catalogue is sorted by title, and top-k keeps the earlier of two equal scores, so ties always
     # resolve alphabetically.
     movie_embeddings = model.movie_model(catalogue)
     index.index(candidates=movie_embeddings, identifiers=tf.constant(catalogue))
+    fold_in_rated_weight = model.rated_weight if model.catalogue is not None else 0.0
     return Recommender(
         index, data.users, data.rated_by_user, catalogue, movie_embeddings, fold_in_l2, fold_in_rated_weight
     )
@@ -2342,9 +2340,7 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.d
         train(model, data, recipe, args.seed, callbacks)
     stopwatch.lap("training")
 
-    recommender = build_index(
-        model, data, fold_in_l2_for(recipe), recipe.rated_weight if recipe.implicit_als_loss else 0.0
-    )
+    recommender = build_index(model, data, fold_in_l2_for(recipe))
     stopwatch.lap("indexing")
 
     answer(recommender, question, args)
