@@ -198,7 +198,7 @@ def test_damaged_prepared_files_name_the_folder_to_delete(damage, damaged_copy, 
 # Interrupts ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("phase", ["read_text_features", "prepare_dataset", "train", "held_out_metrics"])
+@pytest.mark.parametrize("phase", ["read_features", "prepare_dataset", "train", "held_out_metrics"])
 def test_an_interrupt_in_any_phase_ends_with_status_130(phase, tiny_tfds, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -95,7 +95,7 @@ def test_a_dataset_prepared_in_another_format_is_read_through_tfds(tmp_path):
         builder.info.write_to_directory(builder.data_dir)
     with tfds.testing.mock_data(num_examples=6, data_dir=str(tmp_path)):
         chunks = list(
-            recommend.read_text_features(recommend.RATINGS_DATASET, ("user_id", "movie_title"), str(tmp_path))
+            recommend.read_features(recommend.RATINGS_DATASET, recommend.RATING_FEATURES, str(tmp_path))
         )
         titles = np.concatenate([chunk["movie_title"].numpy() for chunk in chunks])
         assert len(titles) == 6 and all(isinstance(title, bytes) for title in titles)
