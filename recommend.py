@@ -727,7 +727,7 @@ def training_features(data: MovieLens, recipe: Recipe) -> Callable[[tf.Tensor], 
 
 def rating_weights(data: MovieLens, recipe: Recipe) -> np.ndarray:
     """Each rating's weight in implicit ALS's loss: the recipe's rated_weight, or, weighing by stars,
-    1 + (rated_weight - 1) x stars / (the ratings' average stars).
+    1 + (rated_weight - 1) x stars / (the average stars of the ratings that have some).
 
     Stars that are not a positive number (only damaged data has them) count as none, weight 1, rather than
     turn the loss negative; and if no rating has stars, every rating has rated_weight."""
@@ -735,7 +735,7 @@ def rating_weights(data: MovieLens, recipe: Recipe) -> np.ndarray:
     stars = np.where(np.isfinite(stars) & (stars > 0), stars, 0.0)
     if not recipe.weight_by_stars or not stars.any():
         return np.full(data.num_ratings, recipe.rated_weight, np.float32)
-    return (1.0 + (recipe.rated_weight - 1.0) * stars / stars.mean()).astype(np.float32)
+    return (1.0 + (recipe.rated_weight - 1.0) * stars / stars[stars > 0].mean()).astype(np.float32)
 
 
 def training_memory_bytes(
@@ -923,9 +923,10 @@ def train(
     """Fits both towers with the recipe's optimizer and loss. CALLBACKS are extra Keras callbacks (TensorBoard's)."""
     num_examples = data.num_ratings
     optimizers = {"adagrad": tf.keras.optimizers.Adagrad, "adam": tf.keras.optimizers.Adam}
-    loss = (
-        f", implicit ALS's loss over all {len(data.catalogue):,} titles" if recipe.implicit_als_loss else ""
-    )
+    loss = ""
+    if recipe.implicit_als_loss:
+        loss = f", implicit ALS's loss over all {len(data.catalogue):,} titles"
+        loss += ", each rating weighted by its stars" if recipe.weight_by_stars else ""
     one_batch = num_examples <= recipe.batch_size
     progress(
         f"Training on {num_examples:,} ratings: {recipe.epochs} epoch{'s' if recipe.epochs > 1 else ''}, "

@@ -47,12 +47,18 @@ def tiny_ratings() -> list[tuple[str, str]]:
     return ratings
 
 
+def tiny_stars() -> list[int]:
+    """Each tiny rating's stars: 1, 2, 3, 4, 5 in turn, so that every number is read back in its place."""
+    return [1 + number % 5 for number in range(len(tiny_ratings()))]
+
+
 def tiny_movielens() -> "recommend.MovieLens":
     users, titles = zip(*tiny_ratings())
     return recommend.MovieLens.from_ratings(
         user_ids=np.array([user.encode() for user in users], dtype=object),
         movie_titles=np.array([title.encode() for title in titles], dtype=object),
         movies=np.array([title.encode() for title in MOVIE_TITLES], dtype=object),
+        stars=np.array(tiny_stars(), np.float32),
     )
 
 
@@ -79,7 +85,10 @@ def write_raw_movielens(folder) -> None:
     with open(os.path.join(folder, "u.user"), "w") as users:
         users.writelines(f"{user}|30|F|other|00000\n" for user in USERS)
     with open(os.path.join(folder, "u.data"), "w") as ratings:
-        ratings.writelines(f"{user}\t{movie_ids[title]}\t5\t880000000\n" for user, title in tiny_ratings())
+        ratings.writelines(
+            f"{user}\t{movie_ids[title]}\t{stars}\t880000000\n"
+            for (user, title), stars in zip(tiny_ratings(), tiny_stars())
+        )
 
 
 def write_raw_movielens_1m(folder) -> None:
@@ -92,7 +101,10 @@ def write_raw_movielens_1m(folder) -> None:
     with open(os.path.join(folder, "users.dat"), "w") as users:
         users.writelines(f"{user}::F::25::0::00000\n" for user in USERS)
     with open(os.path.join(folder, "ratings.dat"), "w") as ratings:
-        ratings.writelines(f"{user}::{movie_ids[title]}::5::880000000\n" for user, title in tiny_ratings())
+        ratings.writelines(
+            f"{user}::{movie_ids[title]}::{stars}::880000000\n"
+            for (user, title), stars in zip(tiny_ratings(), tiny_stars())
+        )
 
 
 def write_raw_movielens_csv(folder) -> None:
@@ -106,7 +118,10 @@ def write_raw_movielens_csv(folder) -> None:
     with open(os.path.join(folder, "ratings.csv"), "w", newline="") as ratings:
         writer = csv.writer(ratings)
         writer.writerow(["userId", "movieId", "rating", "timestamp"])
-        writer.writerows([user, movie_ids[title], "5.0", 880000000] for user, title in tiny_ratings())
+        writer.writerows(
+            [user, movie_ids[title], f"{stars:.1f}", 880000000]
+            for (user, title), stars in zip(tiny_ratings(), tiny_stars())
+        )
 
 
 WRITERS = {"100k": write_raw_movielens, "1m": write_raw_movielens_1m}

@@ -5,7 +5,7 @@ import json
 import numpy as np
 
 import recommend
-from conftest import ALPHA, MOVIE_TITLES, PLANTED_MOVIE, tiny_movielens, tiny_ratings
+from conftest import ALPHA, MOVIE_TITLES, PLANTED_MOVIE, tiny_movielens, tiny_ratings, tiny_stars
 from test_cli import TINY_TRAINING, assert_one_line_error, run
 
 
@@ -13,8 +13,10 @@ def test_every_size_reads_the_same_ratings_from_its_own_format(tiny_tfds_larger_
     size, data_dir = tiny_tfds_larger_size
     data = recommend.load_movielens(data_dir, size=size)
     assert data.size == size
-    expected = sorted((user.encode(), title.encode()) for user, title in tiny_ratings())
-    assert sorted(zip(data.user_ids, data.movie_titles)) == expected
+    expected = sorted(
+        (user.encode(), title.encode(), stars) for (user, title), stars in zip(tiny_ratings(), tiny_stars())
+    )
+    assert sorted(zip(data.user_ids, data.movie_titles, data.rating_stars.tolist())) == expected
     assert sorted(data.catalogue) == sorted({title.encode() for title in MOVIE_TITLES})
 
 

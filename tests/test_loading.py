@@ -9,14 +9,14 @@ import pytest
 import tensorflow_datasets as tfds
 
 import recommend
-from conftest import MOVIE_TITLES, tiny_ratings
+from conftest import MOVIE_TITLES, tiny_ratings, tiny_stars
 
 
 def tfds_load_columns(name, data_dir):
     """The tutorial's way: tfds.load, one example at a time."""
     columns = {}
     for example in tfds.as_numpy(tfds.load(name, split="train", data_dir=data_dir)):
-        for feature in ("user_id", "movie_title"):
+        for feature in ("user_id", "movie_title", "user_rating"):
             if feature in example:
                 columns.setdefault(feature, []).append(example[feature])
     return columns
@@ -29,15 +29,22 @@ def test_load_reads_exactly_what_tfds_load_gives(tiny_tfds):
     # Same examples in the same order: the order decides the tutorial's split and its batches.
     assert list(data.user_ids) == ratings["user_id"]
     assert list(data.movie_titles) == ratings["movie_title"]
+    assert data.rating_stars.tolist() == ratings["user_rating"]
     assert list(data.movies) == movies["movie_title"]
 
 
 def test_load_finds_the_tiny_datasets_ratings_and_titles(tiny_tfds):
     data = recommend.load_movielens(tiny_tfds)
-    pairs = sorted(
-        zip((user.decode() for user in data.user_ids), (title.decode() for title in data.movie_titles))
+    ratings = sorted(
+        zip(
+            (user.decode() for user in data.user_ids),
+            (title.decode() for title in data.movie_titles),
+            data.rating_stars.tolist(),
+        )
     )
-    assert pairs == sorted(tiny_ratings())
+    assert ratings == sorted(
+        (user, title, stars) for (user, title), stars in zip(tiny_ratings(), tiny_stars())
+    )
     # The catalogue lists each title once (Déjà Vu is two movie ids), sorted, decoded from UTF-8.
     assert [title.decode() for title in data.catalogue] == sorted(set(MOVIE_TITLES))
 

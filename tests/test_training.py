@@ -14,8 +14,8 @@ from conftest import ALPHA, BETA, PLANTED_MOVIE, PLANTED_USER, SHARED_TITLE, tin
 TINY_RECIPE = dataclasses.replace(recommend.TUTORIAL, embedding_dim=8, epochs=30, batch_size=64)
 
 
-def train_tiny(recipe=TINY_RECIPE, seed=0):
-    data = tiny_movielens()
+def train_tiny(recipe=TINY_RECIPE, seed=0, data=None):
+    data = tiny_movielens() if data is None else data
     tf.keras.utils.set_random_seed(seed)
     user_ids_vocabulary, movie_titles_vocabulary = recommend.build_vocabularies(data)
     model = recommend.build_model(user_ids_vocabulary, movie_titles_vocabulary, data.catalogue, recipe)
@@ -76,7 +76,10 @@ def test_vocabularies_match_what_adapt_would_build():
 def test_a_batch_of_rating_numbers_becomes_the_ratings_text():
     user_ids = np.array([b"1", b"2", b"3", b"1"], dtype=object)
     movie_titles = np.array([b"Heat", b"Heat", b"Heat", b"Fargo"], dtype=object)
-    data = recommend.MovieLens.from_ratings(user_ids, movie_titles, np.array([b"Heat", b"Fargo", b"Ran"]))
+    stars = np.array([4.0, 2.0, 3.0, 3.0])
+    data = recommend.MovieLens.from_ratings(
+        user_ids, movie_titles, np.array([b"Heat", b"Fargo", b"Ran"]), stars=stars
+    )
     batch = recommend.training_features(data, recommend.TUTORIAL)(tf.constant([3, 0, 1], tf.int64))
     assert set(batch) == {"user_id", "movie_title"}
     assert batch["user_id"].numpy().tolist() == [b"1", b"1", b"2"]
@@ -84,6 +87,27 @@ def test_a_batch_of_rating_numbers_becomes_the_ratings_text():
     # With implicit ALS's loss each rating also carries its user's share: user 1 has two ratings.
     batch = recommend.training_features(data, recommend.TUNED)(tf.constant([3, 0, 1], tf.int64))
     np.testing.assert_allclose(batch["user_share"], [0.5, 0.5, 1.0])
+    # And its weight: average stars 3, so 1 + 5 x 3/3, 1 + 5 x 4/3 and 1 + 5 x 2/3.
+    np.testing.assert_allclose(batch["rated_weight"], [6.0, 1 + 20 / 3, 1 + 10 / 3], rtol=1e-6)
+
+
+def test_a_ratings_weight_grows_with_its_stars_and_averages_the_rated_weight():
+    def weights(stars, recipe=recommend.TUNED):
+        users = np.array([b"1", b"2", b"3", b"4"], dtype=object)
+        movies = np.array([b"Heat"] * 4, dtype=object)
+        data = recommend.MovieLens.from_ratings(users, movies, movies[:1], stars=np.array(stars, np.float32))
+        return recommend.rating_weights(data, recipe)
+
+    # Average 3 stars: 1 + 5 x 5/3, 1 + 5 x 3/3, 1 + 5 x 1/3; the weights average the recipe's 6.
+    np.testing.assert_allclose(weights([5, 3, 1, 3]), [1 + 25 / 3, 6.0, 1 + 5 / 3, 6.0], rtol=1e-6)
+    assert weights([5, 3, 1, 3]).mean() == pytest.approx(recommend.TUNED.rated_weight)
+    # Without weighing by stars every rating has the rated weight.
+    unweighted = dataclasses.replace(recommend.TUNED, weight_by_stars=False)
+    np.testing.assert_allclose(weights([5, 3, 1, 3], unweighted), [6.0] * 4)
+    # Stars that are not a positive number count as none (weight 1) and stay out of the average (3 here).
+    np.testing.assert_allclose(weights([4, np.nan, -1, 2]), [1 + 20 / 3, 1.0, 1.0, 1 + 10 / 3], rtol=1e-6)
+    # With no stars at all, every rating is an average one.
+    np.testing.assert_allclose(weights([0, np.nan, 0, 0]), [6.0] * 4)
 
 
 def test_the_distinct_movie_softmax_is_retrievals_own_loss_with_the_same_gradients():
@@ -130,7 +154,7 @@ def test_implicit_als_loss_is_worked_out_by_hand():
     movie_model = fixed_tower({b"x": [1.0, 0.0], b"y": [0.0, 2.0], b"z": [0.0, 0.0]})
     catalogue = tf.constant([b"x", b"y", b"z"])
 
-    def loss(users, titles, shares):
+    def loss(users, titles, shares, weights=None):
         return recommend.implicit_als_loss(
             user_model,
             movie_model,
@@ -138,7 +162,7 @@ def test_implicit_als_loss_is_worked_out_by_hand():
             tf.constant(users),
             tf.constant(titles),
             tf.constant(shares),
-            3.0,
+            tf.constant(weights or [3.0] * len(users)),
         ).numpy()
 
     # a scores x, y, z as 1, 0, 0; b as 0, 2, 0. a rated x and y, b rated y. With rated movies weighted 3:
@@ -149,6 +173,9 @@ def test_implicit_als_loss_is_worked_out_by_hand():
     first = loss([b"a"], [b"x"], [0.5])
     second = loss([b"b", b"a"], [b"y", b"y"], [1.0, 0.5])
     assert first + second == pytest.approx(6.0)
+    # Each rating brings its own weight: a's y at 7 and b's y at 2 give 7 (1 - 0)^2 + 2 (1 - 2)^2; a's x,
+    # scored exactly 1, adds nothing whatever its weight.
+    assert loss(*ratings, weights=[5.0, 2.0, 7.0]) == pytest.approx(9.0)
 
 
 def test_each_rating_carries_its_share_of_its_user():
@@ -161,6 +188,36 @@ def test_each_rating_carries_its_share_of_its_user():
         assert len(set(shares[users == user])) == 1
     tutorial = recommend.training_features(data, recommend.TUTORIAL)(tf.range(4))
     assert set(tutorial) == {"user_id", "movie_title"}
+
+
+@pytest.mark.parametrize("loved, disliked", [(ALPHA, BETA), (BETA, ALPHA)])
+def test_weighing_by_stars_leans_a_user_towards_the_films_they_rated_highly(loved, disliked):
+    # Users 1-4 watch the Alpha films and 5-8 the Beta ones, 3 stars each. User 9 has rated three of each
+    # group: the loved ones 5 stars and the others 1. Either way round, the films to recommend them are
+    # the two loved ones they have not rated.
+    ratings = [(str(user), title, 3.0) for user in range(1, 5) for title in ALPHA]
+    ratings += [(str(user), title, 3.0) for user in range(5, 9) for title in BETA]
+    ratings += [("9", title, 5.0) for title in loved[:3]] + [("9", title, 1.0) for title in disliked[:3]]
+    users, movies, stars = zip(*ratings)
+    data = recommend.MovieLens.from_ratings(
+        np.array([user.encode() for user in users], dtype=object),
+        np.array([title.encode() for title in movies], dtype=object),
+        np.array([title.encode() for title in ALPHA + BETA], dtype=object),
+        stars=np.array(stars, np.float32),
+    )
+    # Two numbers a vector, one a group: too few to fit every rating exactly, so the weights decide.
+    recipe = dataclasses.replace(
+        TINY_RECIPE,
+        embedding_dim=2,
+        implicit_als_loss=True,
+        weight_by_stars=True,
+        optimizer="adam",
+        learning_rate=0.05,
+        epochs=200,
+        embedding_l2=0.1,
+    )
+    recommender = train_tiny(recipe, data=data)
+    assert set(titles(recommend.recommend(recommender, "9", 2, include_rated=False))) == set(loved[3:])
 
 
 def test_implicit_als_learns_the_planted_tastes():
