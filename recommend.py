@@ -116,9 +116,15 @@ IMPORTED_AT = time.perf_counter()
 DATASET_SIZES = ("100k", "1m", "20m", "25m")
 RATINGS_DATASET = "movielens/100k-ratings"
 MOVIES_DATASET = "movielens/100k-movies"
-# What is read of each rating. The tutorial reads only who rated which title; the tuned recipe also weighs
-# each rating by its stars.
-RATING_FEATURES = {"user_id": tf.string, "movie_title": tf.string, "user_rating": tf.float32}
+# What is read of each rating. The tutorial's recipe uses only who rated which title; the tuned recipe
+# also weighs each rating by its stars, so those are read too. A rating without stars (there are none in
+# TFDS's MovieLens) would read as 0, which rating_weights counts as an average rating.
+RATING_FEATURES = {
+    "user_id": tf.io.FixedLenFeature([], tf.string),
+    "movie_title": tf.io.FixedLenFeature([], tf.string),
+    "user_rating": tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
+}
+MOVIE_FEATURES = {"movie_title": tf.io.FixedLenFeature([], tf.string)}
 # Ratings are read and parsed a million at a time (about 150 MB of serialized examples), so reading
 # MovieLens 25M needs no more memory than reading 1M.
 READ_CHUNK_SIZE = 1_000_000
@@ -235,10 +241,10 @@ class SaveFailed(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class MovieLens:
-    """MovieLens as numbers: each rating is a user's row in `users` and a title's row in `titles`.
+    """MovieLens as numbers: each rating is a user's row in `users`, a title's row in `titles` and its stars.
 
     Each id and title is kept once. MovieLens 25M has 25 million ratings but only 162,541 users and 62,423
-    titles: two int32 numbers a rating take 200 MB, where a Python string per id and title took about 4 GB.
+    titles: three 4-byte numbers a rating take 300 MB, where a Python string per id and title took 4 GB.
     """
 
     users: np.ndarray  # every user id that rated something, sorted (UTF-8 bytes, as TFDS stores text)
@@ -263,7 +269,7 @@ class MovieLens:
         stars: np.ndarray | None = None,
     ) -> "MovieLens":
         """From one user id and one title per rating (bytes), and the movies dataset's titles. Without
-        STARS, every rating has 5."""
+        STARS every rating has 5: all alike, so each weighs the recipe's rated_weight."""
         users, rating_users = np.unique(np.asarray(user_ids, dtype=object), return_inverse=True)
         seen_titles, rating_titles = np.unique(np.asarray(movie_titles, dtype=object), return_inverse=True)
         stars = np.full(len(rating_users), 5.0) if stars is None else stars
@@ -383,7 +389,7 @@ def load_movielens(
         heartbeat.beat(f"  read {read:,} ratings of {ratings_dataset}")
     movies = [
         chunk["movie_title"].numpy()
-        for chunk in read_features(movies_dataset, {"movie_title": tf.string}, data_dir, download_url)
+        for chunk in read_features(movies_dataset, MOVIE_FEATURES, data_dir, download_url)
     ]
     try:
         return MovieLens.from_numbered(
@@ -414,9 +420,12 @@ def dataset_names(size: str) -> tuple[str, str]:
 
 
 def read_features(
-    name: str, features: dict[str, tf.DType], data_dir: str | None, download_url: str | None = None
+    name: str,
+    features: dict[str, tf.io.FixedLenFeature],
+    data_dir: str | None,
+    download_url: str | None = None,
 ) -> Iterator[dict[str, tf.Tensor]]:
-    """Yields a few features (name: type) of every example of a TFDS dataset, a chunk of examples at a time,
+    """Yields a few features (name: how to parse it) of every example of a TFDS dataset, a chunk of examples at a time,
     preparing the dataset first if needed.
 
     This gives what `tfds.load(name, split="train")` gives, in the same order, only faster. TFDS parses
@@ -439,7 +448,7 @@ def read_features(
 
 
 def read_prepared_features(
-    builder: tfds.core.DatasetBuilder, features: dict[str, tf.DType]
+    builder: tfds.core.DatasetBuilder, features: dict[str, tf.io.FixedLenFeature]
 ) -> Iterator[dict[str, tf.Tensor]]:
     if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
         # Prepared in another format (ArrayRecord, say): read it the standard way, one example at a time.
@@ -449,10 +458,9 @@ def read_prepared_features(
         yield from dataset.batch(READ_CHUNK_SIZE)
         return
     split = builder.info.splits["train"]
-    schema = {feature: tf.io.FixedLenFeature([], dtype) for feature, dtype in features.items()}
     chunks = tf.data.TFRecordDataset(split.filepaths).batch(READ_CHUNK_SIZE)
     # Two chunks parsed at once keep both cores of a small machine busy, and hold about 0.5 GB.
-    yield from chunks.map(lambda examples: tf.io.parse_example(examples, schema), num_parallel_calls=2)
+    yield from chunks.map(lambda examples: tf.io.parse_example(examples, features), num_parallel_calls=2)
 
 
 def prepare_dataset(builder: tfds.core.DatasetBuilder, download_url: str | None = None) -> None:
@@ -729,13 +737,17 @@ def rating_weights(data: MovieLens, recipe: Recipe) -> np.ndarray:
     """Each rating's weight in implicit ALS's loss: the recipe's rated_weight, or, weighing by stars,
     1 + (rated_weight - 1) x stars / (the average stars of the ratings that have some).
 
-    Stars that are not a positive number (only damaged data has them) count as none, weight 1, rather than
-    turn the loss negative; and if no rating has stars, every rating has rated_weight."""
+    A rating whose stars are not a positive number (missing, or damaged) counts as an average one, as a
+    new viewer's liked film does: weight rated_weight."""
     stars = data.rating_stars
-    stars = np.where(np.isfinite(stars) & (stars > 0), stars, 0.0)
-    if not recipe.weight_by_stars or not stars.any():
+    has_stars = np.isfinite(stars) & (stars > 0)
+    if not recipe.weight_by_stars or not has_stars.any():
         return np.full(data.num_ratings, recipe.rated_weight, np.float32)
-    return (1.0 + (recipe.rated_weight - 1.0) * stars / stars[stars > 0].mean()).astype(np.float32)
+    average = np.float32(stars[has_stars].mean())
+    weights = np.where(has_stars, stars, average)
+    weights *= np.float32((recipe.rated_weight - 1.0) / average)
+    weights += np.float32(1.0)
+    return weights
 
 
 def training_memory_bytes(

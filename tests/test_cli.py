@@ -53,7 +53,7 @@ def test_tuned_training_recommends_too(tiny_tfds, capsys):
     assert len(json.loads(out)["recommendations"]) == 3
     assert "Adam 0.05" in err  # the tuned optimizer and rate, with the tutorial's overridden epochs
     assert "2 epochs" in err
-    assert "implicit ALS's loss over all 11 titles" in err
+    assert "implicit ALS's loss over all 11 titles, each rating weighted by its stars" in err
 
 
 def test_a_long_run_of_short_epochs_reports_every_tenth_and_the_last(tiny_tfds, capsys):

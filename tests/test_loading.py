@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import recommend
@@ -106,6 +107,8 @@ def test_a_dataset_prepared_in_another_format_is_read_through_tfds(tmp_path):
         )
         titles = np.concatenate([chunk["movie_title"].numpy() for chunk in chunks])
         assert len(titles) == 6 and all(isinstance(title, bytes) for title in titles)
+        stars = np.concatenate([chunk["user_rating"].numpy() for chunk in chunks])
+        assert stars.dtype == np.float32 and len(stars) == 6
         # The mock's random ratings name titles its random movies lack: the loader says which is damaged.
         with pytest.raises(recommend.DataUnavailableError, match="movielens/100k-ratings cannot be read"):
             recommend.load_movielens(str(tmp_path))
@@ -140,3 +143,23 @@ def test_sorted_distinct_gives_what_np_unique_gives():
     assert recommend.sorted_distinct(np.array([3, -1, 3, 2, -1, 3])).tolist() == [-1, 2, 3]
     assert recommend.sorted_distinct(np.array([7])).tolist() == [7]
     assert recommend.sorted_distinct(np.zeros(0, np.int64)).tolist() == []
+
+
+def test_a_rating_without_stars_reads_as_none_and_weighs_as_an_average_one():
+    example = tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "user_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"7"])),
+                "movie_title": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"Heat (1995)"])),
+            }
+        )
+    )
+    parsed = tf.io.parse_example([example.SerializeToString()], recommend.RATING_FEATURES)
+    assert parsed["user_rating"].numpy().tolist() == [0.0]
+    data = recommend.MovieLens.from_ratings(
+        np.array([b"7", b"8"], dtype=object),
+        np.array([b"Heat (1995)"] * 2, dtype=object),
+        np.array([b"Heat (1995)"], dtype=object),
+        stars=np.array([parsed["user_rating"].numpy()[0], 4.0]),
+    )
+    np.testing.assert_allclose(recommend.rating_weights(data, recommend.TUNED), [6.0, 6.0])

@@ -101,13 +101,21 @@ def test_a_ratings_weight_grows_with_its_stars_and_averages_the_rated_weight():
     # Average 3 stars: 1 + 5 x 5/3, 1 + 5 x 3/3, 1 + 5 x 1/3; the weights average the recipe's 6.
     np.testing.assert_allclose(weights([5, 3, 1, 3]), [1 + 25 / 3, 6.0, 1 + 5 / 3, 6.0], rtol=1e-6)
     assert weights([5, 3, 1, 3]).mean() == pytest.approx(recommend.TUNED.rated_weight)
-    # Without weighing by stars every rating has the rated weight.
     unweighted = dataclasses.replace(recommend.TUNED, weight_by_stars=False)
     np.testing.assert_allclose(weights([5, 3, 1, 3], unweighted), [6.0] * 4)
-    # Stars that are not a positive number count as none (weight 1) and stay out of the average (3 here).
-    np.testing.assert_allclose(weights([4, np.nan, -1, 2]), [1 + 20 / 3, 1.0, 1.0, 1 + 10 / 3], rtol=1e-6)
-    # With no stars at all, every rating is an average one.
+    # A rating whose stars are not a positive number counts as an average one, and stays out of the
+    # average (3 here), so that damaged stars can neither turn the loss negative nor move the others.
+    np.testing.assert_allclose(weights([4, np.nan, -1, 2]), [1 + 20 / 3, 6.0, 6.0, 1 + 10 / 3], rtol=1e-6)
     np.testing.assert_allclose(weights([0, np.nan, 0, 0]), [6.0] * 4)
+
+
+def test_a_subset_keeps_each_ratings_own_stars():
+    users = np.array([b"1", b"2", b"3", b"4"], dtype=object)
+    movies = np.array([b"Heat", b"Fargo", b"Heat", b"Ran"], dtype=object)
+    data = recommend.MovieLens.from_ratings(users, movies, movies, stars=np.array([1.0, 2.0, 3.0, 4.5]))
+    part = data.subset(np.array([3, 0]))
+    assert part.user_ids.tolist() == [b"4", b"1"]
+    assert part.rating_stars.tolist() == [4.5, 1.0]
 
 
 def test_the_distinct_movie_softmax_is_retrievals_own_loss_with_the_same_gradients():
@@ -176,6 +184,8 @@ def test_implicit_als_loss_is_worked_out_by_hand():
     # Each rating brings its own weight: a's y at 7 and b's y at 2 give 7 (1 - 0)^2 + 2 (1 - 2)^2; a's x,
     # scored exactly 1, adds nothing whatever its weight.
     assert loss(*ratings, weights=[5.0, 2.0, 7.0]) == pytest.approx(9.0)
+    # Each weight belongs to its own rating: swapped, a's y weighs 5 and the loss is 5 + 2.
+    assert loss(*ratings, weights=[7.0, 2.0, 5.0]) == pytest.approx(7.0)
 
 
 def test_each_rating_carries_its_share_of_its_user():
