@@ -241,7 +241,7 @@ class SaveFailed(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class MovieLens:
-    """MovieLens as numbers: each rating is a user's row in `users`, a title's row in `titles` and its stars.
+    """MovieLens as numbers: each rating is a user's row in `users`, a title's row in `titles`, and stars.
 
     Each id and title is kept once. MovieLens 25M has 25 million ratings but only 162,541 users and 62,423
     titles: three 4-byte numbers a rating take 300 MB, where a Python string per id and title took 4 GB.
@@ -425,8 +425,8 @@ def read_features(
     data_dir: str | None,
     download_url: str | None = None,
 ) -> Iterator[dict[str, tf.Tensor]]:
-    """Yields a few features (name: how to parse it) of every example of a TFDS dataset, a chunk of examples at a time,
-    preparing the dataset first if needed.
+    """Yields a few features (name: how to parse it) of every example of a TFDS dataset, a chunk of
+    examples at a time, preparing the dataset first if needed.
 
     This gives what `tfds.load(name, split="train")` gives, in the same order, only faster. TFDS parses
     examples one at a time, which costs about 2.5 s for the 100k ratings on a small machine: a fifth of
