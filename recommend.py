@@ -379,7 +379,8 @@ def load_movielens(
     stays bounded on 25 million ratings."""
     ratings_dataset, movies_dataset = dataset_names(size)
     users, titles = {}, {}
-    rating_users, rating_titles, rating_stars = [np.zeros(0, np.int32)], [np.zeros(0, np.int32)], []
+    rating_users, rating_titles = [np.zeros(0, np.int32)], [np.zeros(0, np.int32)]
+    rating_stars = [np.zeros(0, np.float32)]
     heartbeat, read = Heartbeat(), 0
     for chunk in read_features(ratings_dataset, RATING_FEATURES, data_dir, download_url):
         rating_users.append(numbered(chunk["user_id"], users))
@@ -397,7 +398,7 @@ def load_movielens(
             np.concatenate(rating_users),
             np.array(list(titles), dtype=object),
             np.concatenate(rating_titles),
-            np.concatenate([np.zeros(0, np.float32), *rating_stars]),
+            np.concatenate(rating_stars),
             np.concatenate([np.zeros(0, dtype=object), *movies]),
             size,
         )
