@@ -14,6 +14,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import recommend  # noqa: E402  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+from beyond import download  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
@@ -27,6 +28,7 @@ SHARED_TITLE = "Déjà Vu (1997)"
 MOVIE_TITLES = ALPHA + BETA + [SHARED_TITLE, SHARED_TITLE]
 USERS = [str(user) for user in range(1, 9)]
 PLANTED_USER, PLANTED_MOVIE = "1", "Alpha 5 (2001)"
+RATINGS_DATASET, MOVIES_DATASET = download.dataset_names("100k")
 
 
 def first_movie_ids() -> dict[str, int]:
@@ -134,7 +136,7 @@ def prepare_tiny(root, size: str) -> str:
     with mock.patch.object(
         tfds.download.DownloadManager, "download_and_extract", return_value=str(root / "extracted")
     ):
-        for name in recommend.dataset_names(size):
+        for name in download.dataset_names(size):
             tfds.builder(name, data_dir=str(root / "tfds")).download_and_prepare()
     return str(root / "tfds")
 
@@ -153,7 +155,7 @@ def tiny_tfds(tmp_path_factory):
 
 def real_movielens_reason() -> str | None:
     """Why the real dataset cannot be used here, or None when TFDS has it."""
-    for name in (recommend.RATINGS_DATASET, recommend.MOVIES_DATASET):
+    for name in (RATINGS_DATASET, MOVIES_DATASET):
         if not tfds.builder(name).is_prepared():
             return f"{name} is not prepared in TFDS's data dir (set TFDS_DATA_DIR to a folder that holds it)"
     return None
@@ -167,7 +169,7 @@ def real_movielens():
         pytest.fail(f"REQUIRE_MOVIELENS is set, but {reason}")
     if reason:
         pytest.skip(reason)
-    ratings = tfds.load(recommend.RATINGS_DATASET, split="train")
+    ratings = tfds.load(RATINGS_DATASET, split="train")
     ratings = ratings.map(lambda rating: {"user_id": rating["user_id"], "movie_title": rating["movie_title"]})
     columns = ratings.batch(200_000).get_single_element()
     return {key: value.numpy() for key, value in columns.items()}

@@ -5,6 +5,7 @@ import json
 import numpy as np
 
 import recommend
+from beyond import download, evaluation
 from conftest import ALPHA, MOVIE_TITLES, PLANTED_MOVIE, tiny_movielens, tiny_ratings, tiny_stars
 from test_cli import TINY_TRAINING, assert_one_line_error, run
 
@@ -67,14 +68,14 @@ def test_a_saved_recommender_remembers_its_dataset(tiny_tfds_larger_size, tmp_pa
 
 def test_the_split_scales_with_the_number_of_ratings_and_covers_them_all():
     data = tiny_movielens()
-    train_rows, test_rows = recommend.split_like_the_tutorial(data)
+    train_rows, test_rows = evaluation.split_like_the_tutorial(data)
     assert (len(train_rows), len(test_rows)) == (32, 8)  # 40 ratings
     assert sorted(np.concatenate([train_rows, test_rows])) == list(range(40))
 
 
 def test_no_data_for_a_size_names_that_size_archive(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # nothing answers: offline
-    monkeypatch.setattr(recommend, "DOWNLOAD_TIMEOUT_SECONDS", 1)
+    monkeypatch.setattr(download, "DOWNLOAD_TIMEOUT_SECONDS", 1)
     status, out, err = run(capsys, "--dataset", "1m", "--user", "1", "--data-dir", str(tmp_path))
     assert status == 1 and out == ""
     assert "ml-1m.zip" in err and "ml-100k" not in err

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 import recommend
-from conftest import PLANTED_MOVIE, tiny_archive
+from beyond import download
+from conftest import MOVIES_DATASET, PLANTED_MOVIE, RATINGS_DATASET, tiny_archive
 from test_cli import TINY_TRAINING, assert_one_line_error, run
 from test_loading import offline  # noqa: F401  (a fixture)
 
@@ -166,7 +167,7 @@ def https_server(tmp_path_factory, no_proxy, monkeypatch):
 def registered(monkeypatch, tmp_path_factory):
     """Registers the tiny archive's size and SHA-256 for an address, as TFDS registers the real one's, and
     makes that address MovieLens's download URL. Everything else that runs is the real code."""
-    movielens_builder = type(tfds.builder(recommend.RATINGS_DATASET))
+    movielens_builder = type(tfds.builder(RATINGS_DATASET))
 
     def register(url, checksum=hashlib.sha256(ARCHIVE).hexdigest()):
         # Parsed by TFDS from a line of its own checksums format, exactly as it reads url_checksums/movielens.txt.
@@ -174,7 +175,7 @@ def registered(monkeypatch, tmp_path_factory):
         registry.write_text(f"{url}\t{len(ARCHIVE)}\t{checksum}\tml-100k.zip\n")
         info = tfds.core.download.checksums.load_url_infos(registry)[url]
         monkeypatch.setattr(movielens_builder, "url_infos", {url: info})
-        for name in (recommend.RATINGS_DATASET, recommend.MOVIES_DATASET):
+        for name in (RATINGS_DATASET, MOVIES_DATASET):
             monkeypatch.setattr(tfds.builder(name).builder_config, "_download_url", url)
 
     return register
@@ -289,7 +290,7 @@ def test_a_server_that_never_answers_is_given_up_on_quickly(
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         registered(f"http://127.0.0.1:{silent.getsockname()[1]}/ml-100k.zip")
-        monkeypatch.setattr(recommend, "DOWNLOAD_TIMEOUT_SECONDS", 1)
+        monkeypatch.setattr(download, "DOWNLOAD_TIMEOUT_SECONDS", 1)
         started = time.perf_counter()
         status, out, err = recommend_after_download(capsys, tmp_path)
     assert time.perf_counter() - started < 10

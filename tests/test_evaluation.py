@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 import recommend
+from beyond import big_data, evaluation
 from conftest import tiny_movielens
 
 
@@ -31,7 +32,7 @@ def test_ranking_metrics_on_a_case_worked_out_by_hand():
             [True, False, False, False, False],  # only a movie already seen: no relevant titles
         ]
     )
-    recall, ndcg = recommend.ranking_metrics(scores, seen, relevant, cutoff=2)
+    recall, ndcg = evaluation.ranking_metrics(scores, seen, relevant, cutoff=2)
     assert len(recall) == len(ndcg) == 2
     # User 0: movie 1 is seen, so the top 2 are movies 0 and 2; one hit (movie 2, at rank 2) of 3 relevant.
     # User 1: the tie puts movies 1 and 2 first; one hit (movie 1, at rank 1) of 2 relevant.
@@ -44,7 +45,7 @@ def test_ranking_metrics_on_a_case_worked_out_by_hand():
 def test_ndcg_is_one_when_every_relevant_title_comes_first():
     scores = np.array([[0.1, 0.9, 0.8, 0.7]])
     relevant = np.array([[False, True, True, False]])
-    recall, ndcg = recommend.ranking_metrics(scores, np.zeros_like(relevant), relevant, cutoff=3)
+    recall, ndcg = evaluation.ranking_metrics(scores, np.zeros_like(relevant), relevant, cutoff=3)
     assert (recall.tolist(), ndcg.tolist()) == ([1.0], [1.0])
 
 
@@ -53,7 +54,7 @@ def test_the_split_has_the_tutorials_sizes_and_no_overlap():
     data = recommend.MovieLens.from_ratings(
         np.full(n, b"1", dtype=object), np.full(n, b"Heat", dtype=object), np.array([b"Heat"], dtype=object)
     )
-    train_rows, test_rows = recommend.split_like_the_tutorial(data)
+    train_rows, test_rows = evaluation.split_like_the_tutorial(data)
     assert (len(train_rows), len(test_rows)) == (80_000, 20_000)
     assert len(np.union1d(train_rows, test_rows)) == n
     # Shuffled, not the first 80% in file order.
@@ -67,8 +68,8 @@ def test_most_popular_scores_every_movie_by_its_training_count():
         np.flatnonzero(data.movie_titles == title)[:count]
         for title, count in [(b"Beta 1 (2002)", 3), (b"Alpha 2 (2001)", 1)]
     )
-    model = recommend.build_most_popular_model(
-        movie_titles_vocabulary, data.subset(np.concatenate([beta_1, alpha_2]))
+    model = evaluation.build_most_popular_model(
+        movie_titles_vocabulary, evaluation.subset(data, np.concatenate([beta_1, alpha_2]))
     )
     scores = model.user_model(tf.constant(["1", "7"])) @ tf.transpose(model.movie_model(data.catalogue))
     expected = [{b"Beta 1 (2002)": 3.0, b"Alpha 2 (2001)": 1.0}.get(title, 0.0) for title in data.catalogue]
@@ -83,23 +84,23 @@ def test_the_rated_matrix_of_a_block_of_users_marks_what_each_rated_once():
         np.array([b"Fargo", b"Heat", b"Ran", b"Alien"], dtype=object),
     )
     assert data.catalogue.tolist() == [b"Fargo", b"Heat", b"Ran"]  # Alien: nobody rated it
-    training = data.subset(np.array([0, 1, 2, 3]))
+    training = evaluation.subset(data, np.array([0, 1, 2, 3]))
     np.testing.assert_array_equal(
-        recommend.rated_matrix(training, slice(0, 3)),
+        evaluation.rated_matrix(big_data.rated_by_user(training), slice(0, 3), 3),
         [[False, True, True], [True, False, False], [False, False, False]],
     )
     np.testing.assert_array_equal(
-        recommend.rated_matrix(training, slice(1, 3)), [[True, False, False], [False] * 3]
+        evaluation.rated_matrix(big_data.rated_by_user(training), slice(1, 3), 3), [[True, False, False], [False] * 3]
     )
-    assert recommend.rated_titles_per_user(data) == {"a": 2, "b": 1, "c": 1}
+    assert big_data.rated_titles_per_user(data) == {"a": 2, "b": 1, "c": 1}
 
 
 def test_metrics_do_not_depend_on_how_many_users_are_ranked_at_once(monkeypatch):
     data = tiny_movielens()
-    training, held_out = data.subset(np.arange(0, 40, 2)), data.subset(np.arange(1, 40, 2))
+    training, held_out = evaluation.subset(data, np.arange(0, 40, 2)), evaluation.subset(data, np.arange(1, 40, 2))
     _, movie_titles_vocabulary = recommend.build_vocabularies(data)
-    model = recommend.build_most_popular_model(movie_titles_vocabulary, training)
-    whole = recommend.held_out_metrics(model, training, held_out)
-    monkeypatch.setattr(recommend, "USERS_PER_BLOCK", 3)  # 8 users in blocks of 3, 3 and 2
-    assert recommend.held_out_metrics(model, training, held_out) == whole
+    model = evaluation.build_most_popular_model(movie_titles_vocabulary, training)
+    whole = evaluation.held_out_metrics(model, training, held_out)
+    monkeypatch.setattr(evaluation, "USERS_PER_BLOCK", 3)  # 8 users in blocks of 3, 3 and 2
+    assert evaluation.held_out_metrics(model, training, held_out) == whole
     assert whole["recall_at_10"] > 0

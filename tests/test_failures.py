@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 import recommend
+from beyond import big_data, download, evaluation, guards
 from test_cli import TINY_TRAINING, assert_one_line_error, run
 from test_saving import snapshot
 
@@ -61,9 +62,9 @@ def test_a_diverged_model_is_never_evaluated(tiny_tfds, capsys, monkeypatch):
 
 def test_weights_that_are_not_finite_count_as_divergence_even_if_the_last_loss_was_finite():
     model = tf.keras.Sequential([tf.keras.Input(shape=(2,)), tf.keras.layers.Dense(1)])
-    assert recommend.first_non_finite_weight(model) is None
+    assert guards.first_non_finite_weight(model) is None
     model.layers[0].kernel.assign([[float("inf")], [1.0]])
-    assert recommend.first_non_finite_weight(model) == model.layers[0].kernel.name
+    assert guards.first_non_finite_weight(model) == model.layers[0].kernel.name
 
 
 # Memory ----------------------------------------------------------------------------------------------
@@ -72,7 +73,7 @@ def test_weights_that_are_not_finite_count_as_divergence_even_if_the_last_loss_w
 def test_sizes_that_cannot_fit_are_refused_in_seconds_with_the_need_and_the_limit(
     tiny_tfds, capsys, monkeypatch
 ):
-    monkeypatch.setattr(recommend, "available_memory_bytes", lambda: 8 * 2**30)
+    monkeypatch.setattr(big_data, "available_memory_bytes", lambda: 8 * 2**30)
     started = time.perf_counter()
     status, out, err = run(
         capsys, "--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--embedding-dim", "200000000"
@@ -86,14 +87,14 @@ def test_the_estimate_counts_tables_optimizer_slots_and_the_batch_scores():
     # 10 users and 20 movies (plus one unknown row each), 4 numbers each: weights, gradients and Adagrad's
     # accumulators are 3 copies of (11 + 21) x 4 floats. A batch of 8 has at most 8 x 8 distinct scores,
     # kept a few times over for the softmax and its gradient.
-    need = recommend.training_memory_bytes(num_users=10, num_movies=20, embedding_dim=4, batch_size=8)
+    need = big_data.training_memory_bytes(num_users=10, num_movies=20, embedding_dim=4, batch_size=8)
     tables = 3 * (11 + 21) * 4 * 4
     assert tables < need < tables + 8 * 8 * 4 * 16 + 8 * 4 * 4 * 16
 
 
 def test_a_huge_batch_fits_because_only_distinct_users_and_movies_are_scored():
-    small = recommend.training_memory_bytes(num_users=943, num_movies=1664, embedding_dim=64, batch_size=4096)
-    huge = recommend.training_memory_bytes(
+    small = big_data.training_memory_bytes(num_users=943, num_movies=1664, embedding_dim=64, batch_size=4096)
+    huge = big_data.training_memory_bytes(
         num_users=943, num_movies=1664, embedding_dim=64, batch_size=100_000
     )
     assert huge < 200 * 2**20  # megabytes, not the 40 GB of a 100,000 x 100,000 score matrix
@@ -198,12 +199,15 @@ def test_damaged_prepared_files_name_the_folder_to_delete(damage, damaged_copy, 
 # Interrupts ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("phase", ["read_features", "prepare_dataset", "train", "held_out_metrics"])
-def test_an_interrupt_in_any_phase_ends_with_status_130(phase, tiny_tfds, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    "module, phase",
+    [(recommend, "read_features"), (download, "prepare_dataset"), (recommend, "train"), (evaluation, "held_out_metrics")],
+)
+def test_an_interrupt_in_any_phase_ends_with_status_130(module, phase, tiny_tfds, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(recommend, phase, interrupted)
+    monkeypatch.setattr(module, phase, interrupted)
     task = ["--evaluate"] if phase == "held_out_metrics" else ["--user", "1", "--k", "3"]
     status, out, err = run(capsys, *task, "--data-dir", tiny_tfds, "--epochs", "1")
     assert (status, out) == (130, "")
@@ -282,12 +286,12 @@ def test_ctrl_c_in_training_asks_keras_to_stop_then_interrupts_and_a_second_one_
 
     model = Model()
     with pytest.raises(KeyboardInterrupt):
-        with recommend.stop_training_on_ctrl_c(model):
+        with guards.stop_training_on_ctrl_c(model):
             os.kill(os.getpid(), signal.SIGINT)
             assert model.stop_training  # training goes on to the end of its step, unharmed
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was
     with pytest.raises(KeyboardInterrupt):
-        with recommend.stop_training_on_ctrl_c(Model()):
+        with guards.stop_training_on_ctrl_c(Model()):
             os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGINT)
             pytest.fail("the second Ctrl-C must interrupt at once")

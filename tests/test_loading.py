@@ -10,7 +10,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import recommend
-from conftest import MOVIE_TITLES, tiny_ratings, tiny_stars
+from beyond import big_data, download, guards, tuned
+from conftest import MOVIES_DATASET, MOVIE_TITLES, RATINGS_DATASET, tiny_ratings, tiny_stars
 
 
 def tfds_load_columns(name, data_dir):
@@ -25,8 +26,8 @@ def tfds_load_columns(name, data_dir):
 
 def test_load_reads_exactly_what_tfds_load_gives(tiny_tfds):
     data = recommend.load_movielens(tiny_tfds)
-    ratings = tfds_load_columns(recommend.RATINGS_DATASET, tiny_tfds)
-    movies = tfds_load_columns(recommend.MOVIES_DATASET, tiny_tfds)
+    ratings = tfds_load_columns(RATINGS_DATASET, tiny_tfds)
+    movies = tfds_load_columns(MOVIES_DATASET, tiny_tfds)
     # Same examples in the same order: the order decides the tutorial's split and its batches.
     assert list(data.user_ids) == ratings["user_id"]
     assert list(data.movie_titles) == ratings["movie_title"]
@@ -96,22 +97,22 @@ def test_a_manually_placed_zip_is_used_instead_of_the_network(tmp_path, offline,
 def test_a_dataset_prepared_in_another_format_is_read_through_tfds(tmp_path):
     # Only MovieLens' metadata (no ratings), saying the examples are stored as ArrayRecord; TFDS's own
     # mock then serves random examples wherever the loader asks TFDS to read them.
-    for name in (recommend.RATINGS_DATASET, recommend.MOVIES_DATASET):
+    for name in (RATINGS_DATASET, MOVIES_DATASET):
         builder = tfds.builder(name, data_dir=str(tmp_path))
         os.makedirs(builder.data_dir)
         builder.info.set_file_format("array_record", override=True)
         builder.info.write_to_directory(builder.data_dir)
     with tfds.testing.mock_data(num_examples=6, data_dir=str(tmp_path)):
         chunks = list(
-            recommend.read_features(recommend.RATINGS_DATASET, recommend.RATING_FEATURES, str(tmp_path))
+            recommend.read_features(RATINGS_DATASET, recommend.RATING_FEATURES, str(tmp_path))
         )
         titles = np.concatenate([chunk["movie_title"].numpy() for chunk in chunks])
         assert len(titles) == 6 and all(isinstance(title, bytes) for title in titles)
         stars = np.concatenate([chunk["user_rating"].numpy() for chunk in chunks])
         assert stars.dtype == np.float32 and len(stars) == 6
         # The mock's random ratings name titles its random movies lack: the loader says which is damaged.
-        with pytest.raises(recommend.DataUnavailableError, match="movielens/100k-ratings cannot be read"):
-            recommend.load_movielens(str(tmp_path))
+        with pytest.raises(guards.DataUnavailableError, match="movielens/100k-ratings cannot be read"):
+            download.load_movielens(str(tmp_path), None, "100k")
 
 
 def test_ratings_are_read_a_chunk_at_a_time_in_the_order_tfds_gives(tiny_tfds, monkeypatch):
@@ -133,16 +134,16 @@ def test_rated_lists_count_a_rating_given_twice_once_and_leave_unrated_titles_ou
     )
     # Titles sorted: Alien 0, Fargo 1, Heat 2, Ran 3; nobody rated Alien, so the catalogue is rows 1-3.
     assert data.catalogue.tolist() == [b"Fargo", b"Heat", b"Ran"]
-    offsets, rows = data.rated_by_user
+    offsets, rows = big_data.rated_by_user(data)
     # User "1" rated Heat (catalogue row 1) twice and Ran (2); user "2" rated Fargo (0).
     assert offsets.tolist() == [0, 2, 3] and rows.tolist() == [1, 2, 0]
-    assert data.ratings_per_title().tolist() == [1, 2, 1]
+    assert big_data.ratings_per_title(data).tolist() == [1, 2, 1]
 
 
 def test_sorted_distinct_gives_what_np_unique_gives():
-    assert recommend.sorted_distinct(np.array([3, -1, 3, 2, -1, 3])).tolist() == [-1, 2, 3]
-    assert recommend.sorted_distinct(np.array([7])).tolist() == [7]
-    assert recommend.sorted_distinct(np.zeros(0, np.int64)).tolist() == []
+    assert big_data.sorted_distinct(np.array([3, -1, 3, 2, -1, 3])).tolist() == [-1, 2, 3]
+    assert big_data.sorted_distinct(np.array([7])).tolist() == [7]
+    assert big_data.sorted_distinct(np.zeros(0, np.int64)).tolist() == []
 
 
 def test_a_rating_without_stars_reads_as_none_and_weighs_as_an_average_one():
@@ -162,4 +163,4 @@ def test_a_rating_without_stars_reads_as_none_and_weighs_as_an_average_one():
         np.array([b"Heat (1995)"], dtype=object),
         stars=np.array([parsed["user_rating"].numpy()[0], 4.0]),
     )
-    np.testing.assert_allclose(recommend.rating_weights(data, recommend.TUNED), [6.0, 6.0])
+    np.testing.assert_allclose(tuned.rating_weights(data, tuned.TUNED), [6.0, 6.0])

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 import recommend
+from beyond import guards, movie_space
 from conftest import ALPHA, BETA
 from test_cli import TINY_TRAINING, assert_one_line_error, run
 
@@ -34,20 +35,20 @@ CATALOGUE = [
     ],
 )
 def test_a_title_is_matched_exactly_or_by_a_unique_part(text, title):
-    assert recommend.match_title(text, CATALOGUE) == title
+    assert movie_space.match_title(text, CATALOGUE) == title
 
 
 def test_a_whole_title_in_another_case_wins_over_the_titles_it_is_part_of():
     titles = ["Fear (1996)", "Primal Fear (1996)"]
-    assert recommend.match_title("fear (1996)", titles) == "Fear (1996)"
-    assert recommend.match_title("primal", titles) == "Primal Fear (1996)"
-    with pytest.raises(recommend.UsageError, match="is part of 2 titles"):
-        recommend.match_title("fear", titles)
+    assert movie_space.match_title("fear (1996)", titles) == "Fear (1996)"
+    assert movie_space.match_title("primal", titles) == "Primal Fear (1996)"
+    with pytest.raises(guards.UsageError, match="is part of 2 titles"):
+        movie_space.match_title("fear", titles)
 
 
 def test_a_part_of_several_titles_is_refused_with_them_listed():
-    with pytest.raises(recommend.UsageError) as refused:
-        recommend.match_title("alpha 1", CATALOGUE)
+    with pytest.raises(guards.UsageError) as refused:
+        movie_space.match_title("alpha 1", CATALOGUE)
     assert str(refused.value) == (
         "'alpha 1' is part of 2 titles: 'Alpha 1 (2001)', 'Alpha 10 (2001)'; give more of the title"
     )
@@ -55,26 +56,26 @@ def test_a_part_of_several_titles_is_refused_with_them_listed():
 
 def test_at_most_five_of_many_matches_are_listed():
     many = [f"Gamma {n} (2003)" for n in range(1, 8)]
-    with pytest.raises(recommend.UsageError) as refused:
-        recommend.match_title("gamma", many)
+    with pytest.raises(guards.UsageError) as refused:
+        movie_space.match_title("gamma", many)
     assert "is part of 7 titles" in str(refused.value)
     assert str(refused.value).count("Gamma") == 5 and ", ..." in str(refused.value)
 
 
 def test_a_title_matching_nothing_gets_close_candidates():
-    with pytest.raises(recommend.UsageError) as refused:
-        recommend.match_title("star wors", CATALOGUE)
+    with pytest.raises(guards.UsageError) as refused:
+        movie_space.match_title("star wors", CATALOGUE)
     message = str(refused.value)
     assert message.startswith("no movie title matches 'star wors'; close titles: 'Star Wars (1977)'")
-    with pytest.raises(recommend.UsageError) as refused:
-        recommend.match_title("zzzz", CATALOGUE)
+    with pytest.raises(guards.UsageError) as refused:
+        movie_space.match_title("zzzz", CATALOGUE)
     assert str(refused.value) == "no movie title matches 'zzzz'"
 
 
 @pytest.mark.parametrize("text", ["", "   "])
 def test_an_empty_title_is_refused(text):
-    with pytest.raises(recommend.UsageError, match="empty title"):
-        recommend.match_title(text, CATALOGUE)
+    with pytest.raises(guards.UsageError, match="empty title"):
+        movie_space.match_title(text, CATALOGUE)
 
 
 def test_nearest_movies_ranks_by_cosine_and_leaves_the_movie_out():
@@ -82,7 +83,7 @@ def test_nearest_movies_ranks_by_cosine_and_leaves_the_movie_out():
     # "east-ish" is (cosine 0.995), then "long" (0.707), then "north" (0) and "west" (-1).
     embeddings = tf.constant([[1.0, 0.0], [10.0, 10.0], [1.0, 0.1], [0.0, 1.0], [-1.0, 0.0]])
     titles = tf.constant(["east", "long", "east-ish", "north", "west"])
-    result = recommend.nearest_movies(embeddings, titles, tf.constant([0], tf.int64), tf.constant(4))
+    result = movie_space.nearest_movies(embeddings, titles, tf.constant([0], tf.int64), tf.constant(4))
     assert [title.decode() for title in result["titles"][0].numpy()] == ["east-ish", "long", "north", "west"]
     np.testing.assert_allclose(result["scores"][0], [1 / math.sqrt(1.01), 1 / math.sqrt(2), 0, -1], atol=1e-6)
 
@@ -92,11 +93,11 @@ def test_fold_in_finds_the_vector_where_the_softmax_gradient_vanishes():
     # logsumexp(a, -a, 0, 0) - a + l2 a^2 is smallest where tanh(a / 2) + 2 l2 a = 1.
     embeddings = tf.constant([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
     l2 = 0.25
-    a, y = recommend.fold_in_viewer(embeddings, tf.constant([0], tf.int64), tf.constant(l2)).numpy()
+    a, y = movie_space.fold_in_viewer(embeddings, tf.constant([0], tf.int64), tf.constant(l2)).numpy()
     assert abs(y) < 1e-6
     assert math.tanh(a / 2) + 2 * l2 * a == pytest.approx(1.0, abs=1e-5)
     # Liking +x twice is liking it with twice the weight against the same pull to zero: a longer vector.
-    twice = recommend.fold_in_viewer(embeddings, tf.constant([0, 0], tf.int64), tf.constant(l2)).numpy()
+    twice = movie_space.fold_in_viewer(embeddings, tf.constant([0, 0], tf.int64), tf.constant(l2)).numpy()
     assert math.tanh(twice[0] / 2) + l2 * twice[0] == pytest.approx(1.0, abs=1e-5)
 
 
@@ -105,8 +106,8 @@ def test_fold_in_converges_on_a_catalogue_of_realistic_size():
     # sum over liked of [logsumexp(E v) - e_m . v] + l2 |v|^2 is zero to float32 precision.
     embeddings = tf.constant(np.random.default_rng(0).normal(0, 0.4, (1664, 64)), tf.float32)
     liked = tf.constant(np.arange(0, 1000, 100), tf.int64)
-    l2 = recommend.FOLD_IN_DEFAULT_L2
-    viewer = recommend.fold_in_viewer(embeddings, liked, tf.constant(l2))
+    l2 = movie_space.FOLD_IN_DEFAULT_L2
+    viewer = movie_space.fold_in_viewer(embeddings, liked, tf.constant(l2))
     expected_movie = tf.linalg.matvec(
         embeddings, tf.nn.softmax(tf.linalg.matvec(embeddings, viewer)), transpose_a=True
     )
@@ -119,7 +120,7 @@ def test_least_squares_fold_in_is_worked_out_by_hand():
     # Two movies along the axes; the viewer liked the first. With rated weight 2 and L2 1 the loss is
     # 2 (1 - a)^2 + b^2 + (a^2 + b^2), smallest at a = 2/3, b = 0.
     embeddings = tf.constant([[1.0, 0.0], [0.0, 1.0]])
-    viewer = recommend.least_squares_viewer(embeddings, tf.constant([0], tf.int64), 1.0, 2.0).numpy()
+    viewer = movie_space.least_squares_viewer(embeddings, tf.constant([0], tf.int64), 1.0, 2.0).numpy()
     np.testing.assert_allclose(viewer, [2 / 3, 0.0], atol=1e-6)
 
 
@@ -127,7 +128,7 @@ def test_least_squares_fold_in_is_where_the_loss_is_smallest():
     # On a random catalogue the gradient of implicit ALS's loss, written out movie by movie, is zero there.
     embeddings = tf.constant(np.random.default_rng(1).normal(0, 0.3, (300, 8)), tf.float32)
     liked = tf.constant([3, 50, 200], tf.int64)
-    viewer = tf.Variable(recommend.least_squares_viewer(embeddings, liked, 5.0, 6.0))
+    viewer = tf.Variable(movie_space.least_squares_viewer(embeddings, liked, 5.0, 6.0))
     is_liked = np.isin(np.arange(300), liked.numpy())
     with tf.GradientTape() as tape:
         scores = tf.linalg.matvec(embeddings, viewer)

@@ -9,6 +9,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import recommend
+from beyond.evaluation import split_like_the_tutorial
+from conftest import RATINGS_DATASET
 from test_cli import run
 
 
@@ -78,7 +80,7 @@ def evaluation(real_movielens):
 
 def tutorial_split(real_movielens):
     """The tutorial's own code for its split, run on TFDS's dataset: (train, test) as (user, title) arrays."""
-    ratings = tfds.load(recommend.RATINGS_DATASET, split="train")
+    ratings = tfds.load(RATINGS_DATASET, split="train")
     ratings = ratings.map(lambda rating: {"movie_title": rating["movie_title"], "user_id": rating["user_id"]})
     tf.random.set_seed(42)
     shuffled = ratings.shuffle(100_000, seed=42, reshuffle_each_iteration=False)
@@ -99,7 +101,7 @@ def test_load_reads_the_same_ratings_as_tfds_load(real_movielens):
 def test_the_split_is_the_tutorials(real_movielens):
     (train_users, train_titles), (test_users, test_titles) = tutorial_split(real_movielens)
     data = recommend.load_movielens()
-    train_rows, test_rows = recommend.split_like_the_tutorial(data)
+    train_rows, test_rows = split_like_the_tutorial(data)
     assert list(zip(data.user_ids[train_rows], data.movie_titles[train_rows])) == list(
         zip(train_users, train_titles)
     )

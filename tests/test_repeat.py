@@ -6,14 +6,15 @@ import math
 import pytest
 
 import recommend
+from beyond import evaluation
 from test_cli import TINY_TRAINING, assert_one_line_error, run
 
 
 def test_spread_is_the_mean_and_the_sample_standard_deviation():
     runs = [{"ndcg": 0.1, "recall": 0.5}, {"ndcg": 0.3, "recall": 0.5}, {"ndcg": 0.2, "recall": 0.5}]
     # Mean 0.2; deviations -0.1, 0.1, 0: sample variance (0.01 + 0.01) / (3 - 1) = 0.01, so std 0.1.
-    assert recommend.spread(runs) == {"ndcg": {"mean": 0.2, "std": 0.1}, "recall": {"mean": 0.5, "std": 0.0}}
-    assert recommend.spread(runs[:1]) == {
+    assert evaluation.spread(runs) == {"ndcg": {"mean": 0.2, "std": 0.1}, "recall": {"mean": 0.5, "std": 0.0}}
+    assert evaluation.spread(runs[:1]) == {
         "ndcg": {"mean": 0.1, "std": 0.0},
         "recall": {"mean": 0.5, "std": 0.0},
     }

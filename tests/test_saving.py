@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 import recommend
+from beyond import big_data, serving, tuned
 from conftest import tiny_movielens
 from test_cli import TINY_TRAINING, assert_one_line_error, run
 
@@ -155,30 +156,6 @@ def test_a_plain_program_asking_the_impossible_gets_an_error_not_an_answer(saved
     assert completed.stdout.splitlines() == [unknown_title, unknown_title, too_many, too_many] * 5
 
 
-def test_a_recommender_saved_before_similar_and_liked_existed_says_so(tmp_path, capsys):
-    from test_training import train_tiny
-
-    # What an earlier recommend.py saved: the same index and ratings, and only the recommend signature.
-    class EarlierRecommender(tf.Module):
-        recommend = recommend.Recommender.recommend
-
-    current, earlier = train_tiny(), EarlierRecommender()
-    for name in ("index", "user_rows", "rated_offsets", "rated_rows", "title_rows", "catalogue_size"):
-        setattr(earlier, name, getattr(current, name))
-    old = str(tmp_path / "old")
-    tf.saved_model.save(
-        earlier, old, signatures={"serving_default": earlier.recommend.get_concrete_function()}
-    )
-    details = {"catalogue_size": 11, "rated_counts": recommend.rated_titles_per_user(tiny_movielens())}
-    with open(os.path.join(old, "recommender.json"), "w") as file:
-        json.dump({"format": recommend.SAVED_RECOMMENDER_FORMAT, **details}, file)
-    assert run(capsys, "--user", "1", "--k", "3", "--load-dir", old)[0] == 0
-    assert_one_line_error(
-        *run(capsys, "--similar-to", "alpha 1", "--load-dir", old),
-        "saved before --similar-to and --liked existed"
-    )
-
-
 def test_saving_over_a_saved_recommender_replaces_it(saved, tiny_tfds, capsys):
     target, answers = saved
     question = ["--user", "1", "--k", "7", "--json"]
@@ -312,5 +289,5 @@ def test_a_tuned_recommender_fits_new_viewers_to_its_own_loss_after_loading(tiny
     assert trained[0] == loaded[0] == 0
     assert loaded[1] == trained[1]
     saved_model = tf.saved_model.load(target)
-    assert float(saved_model.fold_in_rated_weight) == recommend.TUNED.rated_weight
-    assert float(saved_model.fold_in_l2) == recommend.TUNED.embedding_l2
+    assert float(saved_model.fold_in_rated_weight) == tuned.TUNED.rated_weight
+    assert float(saved_model.fold_in_l2) == tuned.TUNED.embedding_l2

@@ -12,6 +12,7 @@ from tensorboard.plugins import base_plugin
 from tensorboard.plugins.projector import projector_plugin
 
 import recommend
+from beyond import tensorboard_log
 from conftest import MOVIE_TITLES, tiny_ratings
 from test_cli import assert_one_line_error, run
 from test_saving import snapshot
@@ -125,7 +126,7 @@ def test_a_log_that_cannot_be_written_ends_in_a_clear_message(tiny_tfds, tmp_pat
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(recommend.projector, "visualize_embeddings", disk_full)
+    monkeypatch.setattr(tensorboard_log.projector, "visualize_embeddings", disk_full)
     status, out, err = run(
         capsys, "--user", "1", "--k", "3", "--data-dir", tiny_tfds, *TINY_TRAINING,
         "--tensorboard", str(tmp_path / "logs"),
@@ -154,7 +155,7 @@ def test_a_path_that_is_not_utf8_is_refused(tmp_path, capsys):
 def test_the_metadata_copes_with_unusual_titles_and_missing_genres(tmp_path):
     catalogue = np.array([b"Known (2000)", b"No Year Here", b"Tab\there (1999)"], dtype=object)
     genres = {b"Known (2000)": ["Drama", "Comedy"], b"Tab\there (1999)": []}
-    log = recommend.TensorBoardLog(str(tmp_path), "tutorial", genres)
+    log = tensorboard_log.TensorBoardLog(str(tmp_path), "tutorial", genres)
     log.write_projector(str(tmp_path / "run"), tf.eye(3), catalogue, np.array([2, 1, 0]))
     assert (tmp_path / "run" / "train" / "metadata.tsv").read_text(encoding="utf-8").splitlines() == [
         "title\tyear\tgenres\tfirst_genre\tratings",
@@ -162,7 +163,7 @@ def test_the_metadata_copes_with_unusual_titles_and_missing_genres(tmp_path):
         "No Year Here\t\t(none)\t(none)\t1",
         "Tab here (1999)\t1999\t(none)\t(none)\t0",
     ]
-    recommend.check_tensorboard_dir(str(tmp_path))  # what it wrote counts as TensorBoard logs
+    tensorboard_log.check_tensorboard_dir(str(tmp_path))  # what it wrote counts as TensorBoard logs
 
 
 @pytest.mark.usefixtures("real_movielens")

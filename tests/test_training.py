@@ -1,5 +1,6 @@
 """What training learns, on a tiny dataset with planted tastes (see conftest.py)."""
 
+import collections
 import dataclasses
 
 import numpy as np
@@ -8,19 +9,34 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 import recommend
+from beyond import evaluation, movie_space, serving, tuned
 from conftest import ALPHA, BETA, PLANTED_MOVIE, PLANTED_USER, SHARED_TITLE, tiny_movielens
 
 # Enough passes for 39 ratings to shape 8-number embeddings; one batch holds them all.
 TINY_RECIPE = dataclasses.replace(recommend.TUTORIAL, embedding_dim=8, epochs=30, batch_size=64)
 
 
-def train_tiny(recipe=TINY_RECIPE, seed=0, data=None):
+# The same, as a recipe of implicit ALS's loss.
+TINY_TUNED = tuned.TunedRecipe(**dataclasses.asdict(TINY_RECIPE))
+Trained = collections.namedtuple("Trained", "index data model")
+
+
+def train_tiny(recipe=TINY_RECIPE, seed=0, data=None) -> Trained:
     data = tiny_movielens() if data is None else data
     tf.keras.utils.set_random_seed(seed)
     user_ids_vocabulary, movie_titles_vocabulary = recommend.build_vocabularies(data)
-    model = recommend.build_model(user_ids_vocabulary, movie_titles_vocabulary, data.catalogue, recipe)
+    model = tuned.build_model(user_ids_vocabulary, movie_titles_vocabulary, data.catalogue, recipe)
     recommend.train(model, data, recipe, seed)
-    return recommend.build_index(model, data)
+    return Trained(recommend.build_index(model, data), data, model)
+
+
+def top(trained: Trained, user_id: str, k: int, include_rated: bool) -> list[dict]:
+    return recommend.recommend(trained.index, trained.data, user_id, k, include_rated=include_rated)
+
+
+def als_features(data):
+    """What a model of the tuned recipe trains on, for rating numbers."""
+    return tuned.build_model(*recommend.build_vocabularies(data), data.catalogue, tuned.TUNED).features(data)
 
 
 def titles(recommendations):
@@ -30,7 +46,7 @@ def titles(recommendations):
 def test_the_planted_movie_comes_first_and_rated_movies_never_appear():
     recommender = train_tiny()
     # User 1 has not rated Alpha 5, five Beta movies and Déjà Vu: 7 movies in all.
-    recommendations = recommend.recommend(recommender, PLANTED_USER, 7, include_rated=False)
+    recommendations = top(recommender, PLANTED_USER, 7, include_rated=False)
     assert titles(recommendations)[0] == PLANTED_MOVIE
     assert set(titles(recommendations)) == {PLANTED_MOVIE, *BETA, SHARED_TITLE}
     scores = [item["score"] for item in recommendations]
@@ -40,21 +56,21 @@ def test_the_planted_movie_comes_first_and_rated_movies_never_appear():
 
 def test_a_beta_user_is_recommended_beta_movies_before_alpha_ones():
     recommender = train_tiny()
-    recommendations = titles(recommend.recommend(recommender, "5", 11, include_rated=True))
+    recommendations = titles(top(recommender, "5", 11, include_rated=True))
     assert set(recommendations[:5]) == set(BETA)
     assert set(recommendations[-5:]) <= set(ALPHA) | {SHARED_TITLE}
 
 
 def test_include_rated_ranks_the_whole_catalogue_once_per_title():
     recommender = train_tiny()
-    recommendations = titles(recommend.recommend(recommender, PLANTED_USER, 11, include_rated=True))
+    recommendations = titles(top(recommender, PLANTED_USER, 11, include_rated=True))
     # 12 movie ids, 11 distinct titles: the shared title appears once.
     assert sorted(recommendations) == sorted(set(ALPHA + BETA + [SHARED_TITLE]))
 
 
 def test_the_same_seed_learns_the_same_scores():
-    first = recommend.recommend(train_tiny(seed=3), "2", 5, include_rated=True)
-    second = recommend.recommend(train_tiny(seed=3), "2", 5, include_rated=True)
+    first = top(train_tiny(seed=3), "2", 5, include_rated=True)
+    second = top(train_tiny(seed=3), "2", 5, include_rated=True)
     assert first == second
 
 
@@ -80,28 +96,28 @@ def test_a_batch_of_rating_numbers_becomes_the_ratings_text():
     data = recommend.MovieLens.from_ratings(
         user_ids, movie_titles, np.array([b"Heat", b"Fargo", b"Ran"]), stars=stars
     )
-    batch = recommend.training_features(data, recommend.TUTORIAL)(tf.constant([3, 0, 1], tf.int64))
+    batch = recommend.rating_features(data)(tf.constant([3, 0, 1], tf.int64))
     assert set(batch) == {"user_id", "movie_title"}
     assert batch["user_id"].numpy().tolist() == [b"1", b"1", b"2"]
     assert batch["movie_title"].numpy().tolist() == [b"Fargo", b"Heat", b"Heat"]
     # With implicit ALS's loss each rating also carries its user's share: user 1 has two ratings.
-    batch = recommend.training_features(data, recommend.TUNED)(tf.constant([3, 0, 1], tf.int64))
+    batch = als_features(data)(tf.constant([3, 0, 1], tf.int64))
     np.testing.assert_allclose(batch["user_share"], [0.5, 0.5, 1.0])
     # And its weight: average stars 3, so 1 + 5 x 3/3, 1 + 5 x 4/3 and 1 + 5 x 2/3.
     np.testing.assert_allclose(batch["rated_weight"], [6.0, 1 + 20 / 3, 1 + 10 / 3], rtol=1e-6)
 
 
 def test_a_ratings_weight_grows_with_its_stars_and_averages_the_rated_weight():
-    def weights(stars, recipe=recommend.TUNED):
+    def weights(stars, recipe=tuned.TUNED):
         users = np.array([b"1", b"2", b"3", b"4"], dtype=object)
         movies = np.array([b"Heat"] * 4, dtype=object)
         data = recommend.MovieLens.from_ratings(users, movies, movies[:1], stars=np.array(stars, np.float32))
-        return recommend.rating_weights(data, recipe)
+        return tuned.rating_weights(data, recipe)
 
     # Average 3 stars: 1 + 5 x 5/3, 1 + 5 x 3/3, 1 + 5 x 1/3; the weights average the recipe's 6.
     np.testing.assert_allclose(weights([5, 3, 1, 3]), [1 + 25 / 3, 6.0, 1 + 5 / 3, 6.0], rtol=1e-6)
-    assert weights([5, 3, 1, 3]).mean() == pytest.approx(recommend.TUNED.rated_weight)
-    unweighted = dataclasses.replace(recommend.TUNED, weight_by_stars=False)
+    assert weights([5, 3, 1, 3]).mean() == pytest.approx(tuned.TUNED.rated_weight)
+    unweighted = dataclasses.replace(tuned.TUNED, weight_by_stars=False)
     np.testing.assert_allclose(weights([5, 3, 1, 3], unweighted), [6.0] * 4)
     # A rating whose stars are not a positive number counts as an average one, and stays out of the
     # average (3 here), so that damaged stars can neither turn the loss negative nor move the others.
@@ -113,7 +129,7 @@ def test_a_subset_keeps_each_ratings_own_stars():
     users = np.array([b"1", b"2", b"3", b"4"], dtype=object)
     movies = np.array([b"Heat", b"Fargo", b"Heat", b"Ran"], dtype=object)
     data = recommend.MovieLens.from_ratings(users, movies, movies, stars=np.array([1.0, 2.0, 3.0, 4.5]))
-    part = data.subset(np.array([3, 0]))
+    part = evaluation.subset(data, np.array([3, 0]))
     assert part.user_ids.tolist() == [b"4", b"1"]
     assert part.rating_stars.tolist() == [4.5, 1.0]
 
@@ -163,7 +179,7 @@ def test_implicit_als_loss_is_worked_out_by_hand():
     catalogue = tf.constant([b"x", b"y", b"z"])
 
     def loss(users, titles, shares, weights=None):
-        return recommend.implicit_als_loss(
+        return tuned.implicit_als_loss(
             user_model,
             movie_model,
             catalogue,
@@ -190,13 +206,13 @@ def test_implicit_als_loss_is_worked_out_by_hand():
 
 def test_each_rating_carries_its_share_of_its_user():
     data = tiny_movielens()
-    features = recommend.training_features(data, recommend.TUNED)(tf.range(data.num_ratings))
+    features = als_features(data)(tf.range(data.num_ratings))
     shares = features["user_share"].numpy()
     users = features["user_id"].numpy()
     for user in set(users):
         assert shares[users == user].sum() == pytest.approx(1.0)
         assert len(set(shares[users == user])) == 1
-    tutorial = recommend.training_features(data, recommend.TUTORIAL)(tf.range(4))
+    tutorial = recommend.rating_features(data)(tf.range(4))
     assert set(tutorial) == {"user_id", "movie_title"}
 
 
@@ -217,9 +233,8 @@ def test_weighing_by_stars_leans_a_user_towards_the_films_they_rated_highly(love
     )
     # Two numbers a vector, one a group: too few to fit every rating exactly, so the weights decide.
     recipe = dataclasses.replace(
-        TINY_RECIPE,
+        TINY_TUNED,
         embedding_dim=2,
-        implicit_als_loss=True,
         weight_by_stars=True,
         optimizer="adam",
         learning_rate=0.05,
@@ -227,24 +242,23 @@ def test_weighing_by_stars_leans_a_user_towards_the_films_they_rated_highly(love
         embedding_l2=0.1,
     )
     recommender = train_tiny(recipe, data=data)
-    assert set(titles(recommend.recommend(recommender, "9", 2, include_rated=False))) == set(loved[3:])
+    assert set(titles(top(recommender, "9", 2, include_rated=False))) == set(loved[3:])
 
 
 def test_implicit_als_learns_the_planted_tastes():
     # 39 ratings pull far less than MovieLens's 80,000 against the same L2, so it is smaller here.
     recipe = dataclasses.replace(
-        TINY_RECIPE,
-        implicit_als_loss=True,
+        TINY_TUNED,
         optimizer="adam",
         learning_rate=0.05,
         epochs=200,
         embedding_l2=0.1,
     )
     recommender = train_tiny(recipe)
-    assert titles(recommend.recommend(recommender, PLANTED_USER, 1, include_rated=False)) == [PLANTED_MOVIE]
-    recommendations = titles(recommend.recommend(recommender, "5", 11, include_rated=True))
+    assert titles(top(recommender, PLANTED_USER, 1, include_rated=False)) == [PLANTED_MOVIE]
+    recommendations = titles(top(recommender, "5", 11, include_rated=True))
     assert set(recommendations[:5]) == set(BETA)
     # A new viewer who names two Beta films is fitted to the same loss and is offered the other Beta ones.
-    recommender.fold_in_l2.assign(recipe.embedding_l2)
-    liked = recommend.recommend_for_liked(recommender, list(BETA[:2]), 3, include_rated=False)
+    served = serving.build_recommender(recommender.model, recommender.index, recommender.data, recipe.embedding_l2)
+    liked = movie_space.recommend_for_liked(served, list(BETA[:2]), 3, include_rated=False)
     assert set(titles(liked)) == set(BETA[2:])

@@ -1,0 +1,108 @@
+"""What MovieLens 1M, 20M and 25M need beyond the tutorial: memory that stays bounded.
+
+The core already reads MovieLens a million ratings at a time and keeps each rating as three numbers (see
+recommend.MovieLens), so loading 25 million ratings takes 300 MB where Python strings took 4 GB. This
+module adds what the other capabilities need at that size:
+
+    1. each user's rated titles as one array of catalogue rows with offsets: 4 bytes a rating
+    2. distinct numbers by sorting, which is many times faster than np.unique on 25 million of them
+    3. an estimate of the memory training needs, and a refusal, before training, of what cannot fit
+
+Try it with the synthetic MovieLens 25M that benchmarks/synthetic_movielens.py writes:
+
+    python recommend.py --dataset 25m --data-dir synthetic-25m --user 1 --timings
+"""
+
+import contextlib
+import os
+
+import numpy as np
+
+import recommend
+from beyond.guards import UsageError
+from beyond.tuned import TunedRecipe
+
+
+def sorted_distinct(numbers: np.ndarray) -> np.ndarray:
+    """What np.unique(numbers) gives, by sorting (docs/bigger-data.md has the timings)."""
+    numbers = np.sort(numbers)
+    first = np.ones(len(numbers), bool)
+    np.not_equal(numbers[1:], numbers[:-1], out=first[1:])
+    return numbers[first]
+
+
+def catalogue_rows(data: recommend.MovieLens) -> np.ndarray:
+    """For each rating, its title's row in the catalogue."""
+    return np.searchsorted(data.catalogue_titles, data.rating_titles).astype(np.int32)
+
+
+def rated_by_user(data: recommend.MovieLens) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's distinct rated titles as catalogue rows: (offsets, rows), where user u's are
+    rows[offsets[u]:offsets[u + 1]], sorted. A rating given twice counts once."""
+    columns = len(data.catalogue_titles)
+    pairs = sorted_distinct(data.rating_users.astype(np.int64) * columns + catalogue_rows(data))
+    offsets = np.searchsorted(pairs // columns, np.arange(len(data.users) + 1))
+    return offsets, (pairs % columns).astype(np.int32)
+
+
+def ratings_per_title(data: recommend.MovieLens) -> np.ndarray:
+    """How many ratings each catalogue title has."""
+    return np.bincount(catalogue_rows(data), minlength=len(data.catalogue_titles))
+
+
+def rated_titles_per_user(data: recommend.MovieLens) -> dict[str, int]:
+    """How many distinct titles each user has rated, by user id."""
+    offsets, _ = rated_by_user(data)
+    return {user.decode(): int(count) for user, count in zip(data.users, np.diff(offsets))}
+
+
+def training_memory_bytes(
+    num_users: int, num_movies: int, embedding_dim: int, batch_size: int, implicit_als: bool = False
+) -> int:
+    """A generous estimate of the memory training holds at once, in bytes (float32 numbers).
+
+    The embedding tables (one row per user and per movie, plus each vocabulary's unknown row) come four
+    times over: the weights, their gradients and the optimizer's state (Adagrad keeps one number per
+    weight, Adam two). A batch adds its gathered embeddings, kept a few times for the loss and its
+    gradient, and the softmax its scores, distinct users x distinct movies: never more than users x
+    catalogue, however large the batch. Implicit ALS's loss has no such matrix.
+    """
+    float_bytes, copies = 4, 4
+    tables = 4 * (num_users + 1 + num_movies + 1) * embedding_dim * float_bytes
+    scores = 0 if implicit_als else copies * min(batch_size, num_users) * min(batch_size, num_movies) * float_bytes
+    batch_embeddings = copies * batch_size * embedding_dim * float_bytes
+    return tables + scores + batch_embeddings
+
+
+def available_memory_bytes() -> int | None:
+    """Memory this process can still take: what the machine has available, or its container's limit if
+    that is lower. None where neither can be read (then nothing is refused in advance)."""
+    limits = []
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/meminfo") as meminfo:
+            limits += [int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:")]
+    with contextlib.suppress(OSError, ValueError):
+        with open("/sys/fs/cgroup/memory.max") as limit, open("/sys/fs/cgroup/memory.current") as used:
+            limit_text = limit.read().strip()
+            if limit_text != "max":
+                # The container's usage counts its file cache too, which the kernel gives back on demand.
+                with open("/sys/fs/cgroup/memory.stat") as stat:
+                    cache = sum(int(line.split()[1]) for line in stat if line.startswith("inactive_file "))
+                limits.append(int(limit_text) - int(used.read()) + cache)
+    if not limits:
+        with contextlib.suppress(ValueError, OSError, AttributeError):
+            limits.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    return min(limits) if limits else None
+
+
+def check_memory(recipe: recommend.Recipe, num_users: int, num_movies: int) -> None:
+    """Refuses, before any training, sizes that cannot fit in this machine's memory."""
+    implicit_als = isinstance(recipe, TunedRecipe)
+    need = training_memory_bytes(num_users, num_movies, recipe.embedding_dim, recipe.batch_size, implicit_als)
+    available = available_memory_bytes()
+    if available is not None and need > available:
+        raise UsageError(
+            f"--embedding-dim {recipe.embedding_dim} and --batch-size {recipe.batch_size} need about "
+            f"{need / 2**30:.1f} GiB of memory to train, more than the {available / 2**30:.1f} GiB available "
+            "here; choose smaller sizes"
+        )
