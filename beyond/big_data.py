@@ -24,7 +24,8 @@ from beyond.tuned import TunedRecipe
 
 
 def sorted_distinct(numbers: np.ndarray) -> np.ndarray:
-    """What np.unique(numbers) gives, by sorting (docs/bigger-data.md has the timings)."""
+    """What np.unique(numbers) gives, by sorting, which is many times faster on 25 million numbers
+    (README.md, "Bigger data and more machines")."""
     numbers = np.sort(numbers)
     first = np.ones(len(numbers), bool)
     np.not_equal(numbers[1:], numbers[:-1], out=first[1:])
@@ -69,7 +70,9 @@ def training_memory_bytes(
     """
     float_bytes, copies = 4, 4
     tables = 4 * (num_users + 1 + num_movies + 1) * embedding_dim * float_bytes
-    scores = 0 if implicit_als else copies * min(batch_size, num_users) * min(batch_size, num_movies) * float_bytes
+    scores = (
+        0 if implicit_als else copies * min(batch_size, num_users) * min(batch_size, num_movies) * float_bytes
+    )
     batch_embeddings = copies * batch_size * embedding_dim * float_bytes
     return tables + scores + batch_embeddings
 

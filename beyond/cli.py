@@ -18,250 +18,40 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import shlex
 import sys
+import tempfile
 import time
-import urllib.parse
 
 import tensorflow as tf
 from absl import logging as absl_logging
 
 import recommend
-from beyond import big_data, distribute, download, evaluation, guards, movie_space, serving, tensorboard_log, tuned
+from beyond import big_data, distribute, download, evaluation, guards, movie_space, options, serving
+from beyond import tensorboard_log, tuned
 from beyond.guards import DataUnavailableError, SaveFailed, TrainingDiverged, UsageError
 
-DEFAULT_SEED = 42
 
-
-def whole_number(text: str, minimum: int, maximum: int | None = None) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if maximum is None and value < minimum:
-        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-    if maximum is not None and not minimum <= value <= maximum:
-        raise argparse.ArgumentTypeError(f"must be from {minimum} to {maximum}, got {value}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    return whole_number(text, minimum=1)
-
-
-def seed_number(text: str) -> int:
-    return whole_number(text, minimum=0, maximum=2**32 - 1)  # what numpy's and TensorFlow's seeds accept
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return value
-
-
-def download_address(text: str) -> str:
-    parts = urllib.parse.urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise argparse.ArgumentTypeError(f"expected an http:// or https:// address, got {text!r}")
-    return text
-
-
-# The options that override a field of the recipe: (flag, type, Recipe field, metavar, help).
-RECIPE_OPTIONS = [
-    ("--epochs", positive_int, "epochs", "N", "passes over the ratings"),
-    ("--embedding-dim", positive_int, "embedding_dim", "N", "numbers per user and per movie embedding"),
-    (
-        "--learning-rate",
-        positive_float,
-        "learning_rate",
-        "RATE",
-        "learning rate (Adagrad's; Adam's with --tuned)",
-    ),
-    ("--batch-size", positive_int, "batch_size", "N", "ratings per training step"),
-]
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    def error(self, message):
-        # One line instead of argparse's usage block: the message is what the user needs to read.
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(
-        prog="recommend.py",
-        description="Train the TensorFlow Recommenders two-tower model on MovieLens; recommend movies.",
-        allow_abbrev=False,
-    )
-    task = parser.add_mutually_exclusive_group(required=True)
-    task.add_argument(
-        "--user",
-        metavar="ID",
-        help="the MovieLens user id to recommend for, e.g. 42 (or give --similar-to, --liked or --evaluate)",
-    )
-    task.add_argument(
-        "--similar-to",
-        metavar="TITLE",
-        help="list the movies most similar to this one: the cosine of their movie embeddings, since a "
-        "vector's length mostly reflects popularity and its direction who watches it. TITLE is the exact "
-        "title, or a part of exactly one in any case and without accents, e.g. 'star wars' or 'miserables'",
-    )
-    task.add_argument(
-        "--liked",
-        metavar="TITLE",
-        action="append",
-        help="recommend for a new viewer who liked this movie; repeat it for each film (matched as for "
-        "--similar-to). The named films are left out unless --include-rated",
-    )
-    task.add_argument(
-        "--evaluate",
-        action="store_true",
-        help="train on the tutorial's 80%% split and compare with recommending the most popular movies "
-        "(default: off)",
-    )
-    parser.add_argument(
-        "--repeat",
-        type=positive_int,
-        metavar="N",
-        help="with --evaluate: train N times, with seeds --seed to --seed+N-1, and report each metric's mean "
-        "and sample standard deviation (default: once, plain numbers)",
-    )
-    parser.add_argument(
-        "--k",
-        type=positive_int,
-        default=10,
-        metavar="N",
-        help="how many movies to recommend (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--include-rated",
-        action="store_true",
-        help="also recommend movies the user has already rated, or the --liked films (default: leave them out)",
-    )
-    parser.add_argument(
-        "--json", action="store_true", help="print one JSON document instead of a table (default: off)"
-    )
-    training = parser.add_argument_group("training (ignored with --load-dir, which reuses a trained model)")
-    training.add_argument(
-        "--tuned",
-        action="store_true",
-        help="train with the tuned recipe instead of the tutorial's (default: off)",
-    )
-    for flag, parse, name, metavar, meaning in RECIPE_OPTIONS:
-        tutorial, tuned_value = getattr(recommend.TUTORIAL, name), getattr(tuned.TUNED, name)
-        default = f"{tutorial:g}" + (f"; {tuned_value:g} with --tuned" if tuned_value != tutorial else "")
-        training.add_argument(flag, type=parse, metavar=metavar, help=f"{meaning} (default: {default})")
-    training.add_argument(
-        "--seed",
-        type=seed_number,
-        default=DEFAULT_SEED,
-        metavar="N",
-        help="seeds every random choice (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--dataset",
-        choices=("100k", "1m", "20m", "25m"),
-        default="100k",
-        help="which MovieLens: 100k ratings (the tutorial's), 1m, 20m or 25m; ignored with --load-dir "
-        "(default: %(default)s)",
-    )
-    parser.add_argument(
-        "--distribute",
-        choices=("none", "mirrored", "multi-worker"),
-        default="none",
-        help="train with a tf.distribute strategy: mirrored copies the model to every local GPU (or every "
-        "logical CPU device when there is none) and splits each batch between them; multi-worker does so "
-        "across the machines the TF_CONFIG environment variable names, and only worker 0 prints, logs and "
-        "saves (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        help="TensorFlow Datasets folder holding (or to receive) MovieLens; ignored with --load-dir "
-        "(default: TFDS_DATA_DIR, else ~/tensorflow_datasets)",
-    )
-    parser.add_argument(
-        "--download-url",
-        type=download_address,
-        metavar="URL",
-        help="fetch the MovieLens archive from this mirror (http or https) instead of GroupLens; it is "
-        "accepted only if its SHA-256 is the one TensorFlow Datasets registered (default: GroupLens)",
-    )
-    saving = parser.add_mutually_exclusive_group()
-    saving.add_argument(
-        "--save-dir",
-        metavar="DIR",
-        help="after training, save the recommender here as a SavedModel (default: not saved)",
-    )
-    saving.add_argument(
-        "--load-dir",
-        metavar="DIR",
-        help="answer from a recommender saved with --save-dir: no data, no training (default: train one)",
-    )
-    parser.add_argument(
-        "--tensorboard",
-        metavar="DIR",
-        help="write a TensorBoard log of each model trained: the loss per epoch, held-out metrics with "
-        "--evaluate, and the movie embeddings for the projector, in a new run folder under DIR; then run "
-        "`tensorboard --logdir DIR` (default: no log)",
-    )
-    parser.add_argument(
-        "--timings", action="store_true", help="print how long each phase took, on stderr (default: off)"
-    )
-    parser.add_argument(
-        "--debug",
-        action="store_true",
-        help="show the full Python trace of an unexpected error instead of a one-line summary (default: off)",
-    )
-    return parser
-
-
-def recipe_from(args: argparse.Namespace) -> recommend.Recipe:
-    """The tutorial's or the tuned recipe, with whatever the command line set explicitly."""
-    base = tuned.TUNED if args.tuned else recommend.TUTORIAL
-    overrides = {
-        name: getattr(args, name) for _, _, name, _, _ in RECIPE_OPTIONS if getattr(args, name) is not None
-    }
-    return dataclasses.replace(base, **overrides)
-
-
-def describe_ids(ids) -> str:
-    """Sums up ids for an error message: "1-943" for a run of numbers, otherwise the first few."""
-    ids = [str(user_id) for user_id in ids]
-    if all(user_id.isdigit() for user_id in ids):
-        runs = []  # [first, last] of each run of consecutive numbers
-        for number in sorted(int(user_id) for user_id in ids):
-            if runs and number == runs[-1][1] + 1:
-                runs[-1][1] = number
-            else:
-                runs.append([number, number])
-        parts = [f"{first}-{last}" if first != last else f"{first}" for first, last in runs]
-    else:
-        parts = sorted(ids)
-    return ", ".join(parts[:5]) + (", ..." if len(parts) > 5 else "")
-
-
-def check_request(
-    user_id: str, k: int, include_rated: bool, rated_counts: dict[str, int], catalogue_size: int
-) -> None:
-    """Refuses an unknown user or a k larger than what can be recommended to them."""
-    if user_id not in rated_counts:
-        raise UsageError(f"user {user_id!r} is not in the data; user ids are {describe_ids(rated_counts)}")
-    if include_rated and k > catalogue_size:
-        raise UsageError(f"--k {k} is more than the {catalogue_size} movies in the catalogue")
-    unrated = catalogue_size - rated_counts[user_id]
-    if not include_rated and k > unrated:
-        raise UsageError(
-            f"--k {k} is more than the {unrated} movies user {user_id} has not rated "
-            f"(they rated {rated_counts[user_id]} of {catalogue_size}; "
-            f"--include-rated allows up to {catalogue_size})"
-        )
+@contextlib.contextmanager
+def native_stderr_captured():
+    """Sends what C++ code writes to stderr into a scratch file, shown only if the block fails: TensorFlow
+    logs from C++ when it first looks for a GPU, and TF_CPP_MIN_LOG_LEVEL cannot silence it (recommend.py
+    does the same around TensorFlow's import)."""
+    sys.stderr.flush()
+    saved_stderr = os.dup(2)
+    with tempfile.TemporaryFile() as scratch:
+        os.dup2(scratch.fileno(), 2)
+        try:
+            yield
+        except Exception:
+            os.dup2(saved_stderr, 2)
+            scratch.seek(0)
+            sys.stderr.write(scratch.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
 
 
 class Stopwatch:
@@ -320,46 +110,6 @@ def print_evaluation(results: dict, as_json: bool) -> None:
         print(f"{metric:<14}{two_tower:>{width}}  {most_popular:>{width}}")
 
 
-def check_data_dir(directory: str | None) -> None:
-    if directory is not None and (
-        not directory or (os.path.exists(directory) and not os.path.isdir(directory))
-    ):
-        raise UsageError(f"--data-dir {directory!r} is not a folder")
-
-
-def check_question(
-    args: argparse.Namespace, catalogue_size: int, rated_counts: dict[str, int], titles: list[str] | None
-) -> dict:
-    """Checks what was asked against the data before any training, and names the movies it means.
-    TITLES, the catalogue as text, is needed only for --similar-to and --liked.
-
-    Returns {"user": id}, {"similar_to": title} or {"liked": [titles]}, with every title exact."""
-    size = catalogue_size
-    if args.user is not None:
-        check_request(args.user, args.k, args.include_rated, rated_counts, size)
-        return {"user": args.user}
-    if args.similar_to is not None:
-        if args.include_rated:
-            recommend.progress(
-                "note: --include-rated ignored: --similar-to never lists the movie itself, and nothing else"
-            )
-        title = movie_space.match_title(args.similar_to, titles)
-        if args.k > size - 1:
-            raise UsageError(f"--k {args.k} is more than the {size - 1} other movies in the catalogue")
-        return {"similar_to": title}
-    liked = []
-    for text in args.liked:
-        title = movie_space.match_title(text, titles)
-        if title in liked:
-            recommend.progress(f"note: {title!r} was named more than once; it counts once")
-        else:
-            liked.append(title)
-    left = size if args.include_rated else size - len(liked)
-    if args.k > left:
-        raise UsageError(f"--k {args.k} is more than the {left} movies left to recommend")
-    return {"liked": liked}
-
-
 def answer(question: dict, args: argparse.Namespace, index=None, data=None, recommender=None) -> None:
     """Asks the checked question and prints the answer. A user's top k comes from the core's index and
     data after training, or from a loaded RECOMMENDER; --similar-to and --liked ask a Recommender."""
@@ -389,26 +139,26 @@ def answer(question: dict, args: argparse.Namespace, index=None, data=None, reco
 
 def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.distribute.Strategy) -> None:
     """The core's six steps, with the checks, logs and saving that the options ask for."""
-    check_data_dir(args.data_dir)
+    options.check_data_dir(args.data_dir)
     if args.save_dir is not None:
         serving.check_save_dir(args.save_dir)
     if args.tensorboard is not None:
         tensorboard_log.check_tensorboard_dir(args.tensorboard)
-    if args.save_dir and args.tensorboard and nested(args.save_dir, args.tensorboard):
+    if args.save_dir and args.tensorboard and options.nested(args.save_dir, args.tensorboard):
         raise UsageError(
             "--save-dir and --tensorboard must not be inside each other: each folder holds only its own files"
         )
-    recipe = recipe_from(args)
+    recipe = options.recipe_from(args)
     data = download.load_movielens(args.data_dir, args.download_url, args.dataset)  # 1
     log = tensorboard_log_for(args) if distribute.is_chief(strategy) else None
     rated_counts = big_data.rated_titles_per_user(data)
     catalogue_size = len(data.catalogue)
     titles = [title.decode("utf-8") for title in data.catalogue]
-    question = check_question(args, catalogue_size, rated_counts, titles)
+    question = options.check_question(args, catalogue_size, rated_counts, titles)
     stopwatch.lap("load")
 
     # One seed for Python, numpy and TensorFlow: the embeddings' starting values and the shuffling. On a
-    # CPU that is enough for identical answers run after run (docs/speed.md: op determinism cost 50% more).
+    # CPU that is enough for identical answers run after run (op determinism cost half again the time).
     big_data.check_memory(recipe, len(rated_counts), catalogue_size)
     tf.keras.utils.set_random_seed(args.seed)
     user_ids_vocabulary, movie_titles_vocabulary = recommend.build_vocabularies(data)  # 2
@@ -432,7 +182,9 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.d
     stopwatch.lap("query")
 
     if log:
-        log.write_projector(run, model.movie_model(data.catalogue), data.catalogue, big_data.ratings_per_title(data))
+        log.write_projector(
+            run, model.movie_model(data.catalogue), data.catalogue, big_data.ratings_per_title(data)
+        )
         recommend.progress(
             f"TensorBoard log in {run}; to see it: tensorboard --logdir {shlex.quote(args.tensorboard)}"
         )
@@ -442,7 +194,11 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.d
             "dataset": data.size,
             "catalogue_size": catalogue_size,
             "rated_counts": rated_counts,
-            "training": {"recipe": "tuned" if args.tuned else "tutorial", "seed": args.seed, **dataclasses.asdict(recipe)},
+            "training": {
+                "recipe": "tuned" if args.tuned else "tutorial",
+                "seed": args.seed,
+                **dataclasses.asdict(recipe),
+            },
         }
         serving.save_recommender(recommender, details, args.save_dir)
         recommend.progress(f"Saved the recommender to {args.save_dir}")
@@ -456,19 +212,13 @@ def tensorboard_log_for(args: argparse.Namespace) -> "tensorboard_log.TensorBoar
     return tensorboard_log.TensorBoardLog(args.tensorboard, "tuned" if args.tuned else "tutorial", genres)
 
 
-def nested(first: str, second: str) -> bool:
-    """True when one folder is, or is inside, the other."""
-    first, second = os.path.realpath(first), os.path.realpath(second)
-    return os.path.commonpath([first, second]) in (first, second)
-
-
 def run_load(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
     if args.tensorboard is not None:
         raise UsageError("--tensorboard logs training, and --load-dir trains nothing")
-    given = {flag: getattr(args, name) is not None for flag, _, name, _, _ in RECIPE_OPTIONS}
+    given = {flag: getattr(args, name) is not None for flag, _, name, _, _ in options.RECIPE_OPTIONS}
     given.update(
         {
-            "--seed": args.seed != DEFAULT_SEED,
+            "--seed": args.seed != options.DEFAULT_SEED,
             "--data-dir": args.data_dir is not None,
             "--dataset": args.dataset != "100k",
             "--distribute": args.distribute != "none",
@@ -482,7 +232,7 @@ def run_load(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
             f"note: {', '.join(ignored)} ignored: the recommender in {args.load_dir} is already trained"
         )
     titles = movie_space.catalogue_titles(recommender) if args.user is None else None
-    question = check_question(args, details["catalogue_size"], details["rated_counts"], titles)
+    question = options.check_question(args, details["catalogue_size"], details["rated_counts"], titles)
     stopwatch.lap("load")
     answer(question, args, recommender=recommender)
     stopwatch.lap("query")
@@ -490,10 +240,14 @@ def run_load(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
 
 def run_evaluate(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.distribute.Strategy) -> None:
     if args.repeat is not None and args.seed + args.repeat - 1 > 2**32 - 1:
-        raise UsageError(f"--seed {args.seed} with --repeat {args.repeat} runs past the largest seed, 4294967295")
+        raise UsageError(
+            f"--seed {args.seed} with --repeat {args.repeat} runs past the largest seed, 4294967295"
+        )
     if args.load_dir is not None or args.save_dir is not None:
-        raise UsageError("--evaluate trains its own model on the 80% split; it cannot use --load-dir or --save-dir")
-    check_data_dir(args.data_dir)
+        raise UsageError(
+            "--evaluate trains its own model on the 80% split; it cannot use --load-dir or --save-dir"
+        )
+    options.check_data_dir(args.data_dir)
     if args.tensorboard is not None:
         tensorboard_log.check_tensorboard_dir(args.tensorboard)
     data = download.load_movielens(args.data_dir, args.download_url, args.dataset)
@@ -501,7 +255,7 @@ def run_evaluate(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.di
     stopwatch.lap("load")
     repeat = args.repeat or 1
     seeds = list(range(args.seed, args.seed + repeat))
-    results = evaluation.evaluate(data, recipe_from(args), seeds, log, strategy)
+    results = evaluation.evaluate(data, options.recipe_from(args), seeds, log, strategy)
     stopwatch.lap("evaluation")
     if args.repeat is None:
         results["two_tower"] = results["two_tower"][0]
@@ -525,14 +279,14 @@ def quiet_logs(distribute_name: str) -> tf.distribute.Strategy:
     if distribute_name == "multi-worker":
         distribute.check_tf_config()
     # TensorFlow looks for a GPU the first time it runs an op and logs from C++ when there is none.
-    with recommend.native_stderr_captured():
+    with native_stderr_captured():
         strategy = distribute.distribution_strategy(distribute_name)
         tf.config.list_logical_devices()
     return strategy
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = options.build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as parser_exit:  # argparse exits for --help and for usage errors (already reported)
@@ -541,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         strategy = quiet_logs(args.distribute)
         if args.repeat is not None and not args.evaluate:
-            raise UsageError("--repeat repeats an --evaluate run; it does nothing for --user, --similar-to or --liked")
+            raise UsageError(
+                "--repeat repeats an --evaluate run; it does nothing for --user, --similar-to or --liked"
+            )
         if args.distribute != "none" and args.load_dir is not None:
             raise UsageError("--distribute trains, and --load-dir trains nothing")
         # A worker other than the first trains its share and leaves quietly: nothing on stdout or stderr.

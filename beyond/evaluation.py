@@ -42,7 +42,9 @@ def evaluate(data: recommend.MovieLens, recipe, seeds: list[int], log=None, stra
     catalogue = data.catalogue
     training, held_out = subset(data, train_rows), subset(data, test_rows)
     # Most-popular learns nothing random, so one evaluation serves every seed.
-    most_popular = held_out_metrics(build_most_popular_model(movie_titles_vocabulary, training), training, held_out)
+    most_popular = held_out_metrics(
+        build_most_popular_model(movie_titles_vocabulary, training), training, held_out
+    )
     two_tower_runs = []
     for run_number, seed in enumerate(seeds, start=1):
         if len(seeds) > 1:
@@ -62,8 +64,12 @@ def evaluate(data: recommend.MovieLens, recipe, seeds: list[int], log=None, stra
         recommend.progress(f"Evaluating on {len(test_rows):,} held-out ratings")
         two_tower_runs.append(held_out_metrics(two_tower, training, held_out))
         if log:
-            log.write_held_out(run, {"two_tower": two_tower_runs[-1], "most_popular": most_popular}, recipe.epochs - 1)
-            log.write_projector(run, two_tower.movie_model(catalogue), catalogue, big_data.ratings_per_title(training))
+            log.write_held_out(
+                run, {"two_tower": two_tower_runs[-1], "most_popular": most_popular}, recipe.epochs - 1
+            )
+            log.write_projector(
+                run, two_tower.movie_model(catalogue), catalogue, big_data.ratings_per_title(training)
+            )
             recommend.progress(f"TensorBoard log in {run}")
     return {
         "split": {"train": len(train_rows), "test": len(test_rows)},
@@ -111,7 +117,9 @@ def split_like_the_tutorial(data: recommend.MovieLens) -> tuple[np.ndarray, np.n
     return order[:train_size], order[train_size:]
 
 
-def build_most_popular_model(movie_titles_vocabulary, training: recommend.MovieLens) -> recommend.MovieLensModel:
+def build_most_popular_model(
+    movie_titles_vocabulary, training: recommend.MovieLens
+) -> recommend.MovieLensModel:
     """ "Recommend the most rated movies" written as a two-tower model, so it is evaluated by the same code.
 
     Every user is the vector [1] and every movie the vector [its number of training ratings], so a
@@ -119,7 +127,9 @@ def build_most_popular_model(movie_titles_vocabulary, training: recommend.MovieL
     """
     vocabulary_size = movie_titles_vocabulary.vocabulary_size()
     rating_counts = np.zeros([vocabulary_size, 1], np.float32)
-    rating_counts[movie_titles_vocabulary(training.catalogue).numpy(), 0] = big_data.ratings_per_title(training)
+    rating_counts[movie_titles_vocabulary(training.catalogue).numpy(), 0] = big_data.ratings_per_title(
+        training
+    )
     everyone_alike = tf.keras.Sequential(
         [
             tf.keras.Input(shape=(), dtype=tf.string),
@@ -145,7 +155,9 @@ def held_out_metrics(model, training: recommend.MovieLens, held_out: recommend.M
     # `compile` only because Keras requires it before `evaluate`; nothing is trained here.
     model.compile(optimizer=tf.keras.optimizers.Adagrad())
     results = model.evaluate(test, return_dict=True, verbose=0, callbacks=[EvaluationProgress()])
-    metrics = {f"top_{k}": results[f"factorized_top_k/top_{k}_categorical_accuracy"] for k in recommend.TOP_KS}
+    metrics = {
+        f"top_{k}": results[f"factorized_top_k/top_{k}_categorical_accuracy"] for k in recommend.TOP_KS
+    }
 
     # Every movie is scored for every user, a block of users at a time: one matrix product each, and a
     # users x catalogue matrix small enough for 162,541 users in a few blocks.
@@ -184,7 +196,9 @@ class EvaluationProgress(tf.keras.callbacks.Callback):
         self.heartbeat.beat(f"  top-k accuracy: {guards.batches_done(batch, self.params)}")
 
 
-def rated_matrix(rated_by_user: tuple[np.ndarray, np.ndarray], users: slice, catalogue_size: int) -> np.ndarray:
+def rated_matrix(
+    rated_by_user: tuple[np.ndarray, np.ndarray], users: slice, catalogue_size: int
+) -> np.ndarray:
     """A users x catalogue boolean matrix for a block of users: True where the user rated the title."""
     offsets, rows = rated_by_user
     block = offsets[users.start : users.stop + 1]

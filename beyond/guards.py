@@ -84,7 +84,9 @@ class EpochProgress(tf.keras.callbacks.Callback):
         self.heartbeat = recommend.Heartbeat()
 
     def on_train_batch_end(self, batch, logs=None):
-        self.heartbeat.beat(f"  epoch {self.epoch + 1}/{self.params['epochs']}: {batches_done(batch, self.params)}")
+        self.heartbeat.beat(
+            f"  epoch {self.epoch + 1}/{self.params['epochs']}: {batches_done(batch, self.params)}"
+        )
 
     def on_epoch_end(self, epoch, logs=None):
         if self.model.stop_training:
@@ -188,7 +190,8 @@ def remove_empty_folders(folders: list[pathlib.Path]) -> None:
 
 def check_folder_can_be_made_in(parent: pathlib.Path, flag: str, directory: str) -> None:
     """Makes a folder in PARENT (and PARENT, if missing) and removes what it made; a UsageError if it
-    cannot. Asking os.access instead is wrong for root, read-only mounts and pseudo file systems like /proc."""
+    cannot. Asking os.access instead is wrong for root, read-only mounts and pseudo file systems like /proc.
+    """
     try:
         created = make_folders(parent)
         try:

@@ -26,7 +26,8 @@ from beyond.guards import UsageError
 # Newton's method converges in a handful of steps; twenty leave the vector unchanged to four decimals.
 FOLD_IN_STEPS = 20
 # The tutorial recipe has no L2: stopping after three epochs keeps its vectors short. Fitting a new viewer
-# to convergence has no such stop, so this pull towards zero stands in (docs/tuned-recipe.md, stage 6).
+# to convergence has no such stop, so this pull towards zero stands in: the L2 that served the softmax
+# best on validation (README.md, "The tuned recipe", stage 6).
 FOLD_IN_DEFAULT_L2 = 0.3
 
 
@@ -98,7 +99,9 @@ def fold_in_viewer(movie_embeddings: tf.Tensor, liked_rows: tf.Tensor, l2: tf.Te
         probabilities = tf.nn.softmax(tf.linalg.matvec(movie_embeddings, viewer))
         expected = tf.linalg.matvec(movie_embeddings, probabilities, transpose_a=True)
         gradient = count * expected - tf.reduce_sum(liked, axis=0) + 2.0 * l2 * viewer
-        covariance = tf.matmul(movie_embeddings * probabilities[:, tf.newaxis], movie_embeddings, transpose_a=True)
+        covariance = tf.matmul(
+            movie_embeddings * probabilities[:, tf.newaxis], movie_embeddings, transpose_a=True
+        )
         covariance -= expected[:, tf.newaxis] * expected[tf.newaxis, :]
         hessian = count * covariance + 2.0 * l2 * tf.eye(dimension)
         step = tf.linalg.solve(hessian, gradient[:, tf.newaxis])[:, 0]

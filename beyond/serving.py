@@ -32,7 +32,13 @@ from beyond.guards import make_folders, remove_empty_folders
 SAVED_RECOMMENDER_FILE = "recommender.json"
 SAVED_RECOMMENDER_FORMAT = "recommend.py saved recommender"
 # What tf.saved_model.save writes, plus recommender.json: a folder with anything else is not ours.
-SAVED_RECOMMENDER_CONTENTS = {SAVED_RECOMMENDER_FILE, "saved_model.pb", "fingerprint.pb", "variables", "assets"}
+SAVED_RECOMMENDER_CONTENTS = {
+    SAVED_RECOMMENDER_FILE,
+    "saved_model.pb",
+    "fingerprint.pb",
+    "variables",
+    "assets",
+}
 
 
 class Recommender(tf.Module):
@@ -64,7 +70,9 @@ class Recommender(tf.Module):
             default_value=len(users),
         )
         offsets, rated_rows = rated_by_user
-        self.rated_offsets = tf.Variable(np.append(offsets, offsets[-1]), trainable=False, name="rated_offsets")
+        self.rated_offsets = tf.Variable(
+            np.append(offsets, offsets[-1]), trainable=False, name="rated_offsets"
+        )
         self.rated_rows = tf.Variable(rated_rows, trainable=False, name="rated_rows")
         self.titles = tf.Variable(catalogue, trainable=False, name="titles")
         self.movie_embeddings = tf.Variable(movie_embeddings, trainable=False, name="movie_embeddings")
@@ -101,9 +109,17 @@ class Recommender(tf.Module):
         # Excluded titles sink to the bottom; top_k keeps the others in the index's order (on equal
         # scores it keeps the earlier one first), so k can be anything up to the movies left.
         _, kept = tf.math.top_k(tf.where(excluded, -np.inf, scores), k=k)
-        return {"titles": tf.gather(titles, kept, batch_dims=1), "scores": tf.gather(scores, kept, batch_dims=1)}
+        return {
+            "titles": tf.gather(titles, kept, batch_dims=1),
+            "scores": tf.gather(scores, kept, batch_dims=1),
+        }
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="titles"), tf.TensorSpec([], tf.int32, name="k")])
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="titles"),
+            tf.TensorSpec([], tf.int32, name="k"),
+        ]
+    )
     def similar_movies(self, titles, k):
         """Returns {"titles", "scores"}: for each title, the k others nearest to it (see nearest_movies)."""
         with tf.control_dependencies([self.at_most_the_catalogue(k)]):
@@ -134,13 +150,17 @@ class Recommender(tf.Module):
         return {"titles": tf.gather(self.titles, kept), "scores": scores}
 
     def at_most_the_catalogue(self, k):
-        return tf.debugging.assert_less_equal(k, self.catalogue_size, message="k is more than the movies in the catalogue")
+        return tf.debugging.assert_less_equal(
+            k, self.catalogue_size, message="k is more than the movies in the catalogue"
+        )
 
     def rows_of(self, titles):
         rows = self.title_rows.lookup(titles)
         # A plain TensorFlow program calling the SavedModel gets this message, not a silent wrong answer.
         # The dependency makes the check run before any use of the rows, not alongside it.
-        known = tf.debugging.assert_non_negative(rows, message="a title is not in the catalogue (titles are exact)")
+        known = tf.debugging.assert_non_negative(
+            rows, message="a title is not in the catalogue (titles are exact)"
+        )
         with tf.control_dependencies([known]):
             return tf.identity(rows)
 
@@ -184,7 +204,9 @@ def check_save_dir(directory: str) -> None:
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise UsageError(f"--save-dir {directory} is a file, not a folder")
     if os.path.isdir(directory) and os.listdir(directory) and not is_saved_recommender(directory):
-        raise UsageError(f"--save-dir {directory} holds files that are not a saved recommender; not touching it")
+        raise UsageError(
+            f"--save-dir {directory} holds files that are not a saved recommender; not touching it"
+        )
     # The save is staged in a new folder beside the target, so try exactly that.
     check_folder_can_be_made_in(pathlib.Path(os.path.abspath(directory)).parent, "--save-dir", directory)
 
@@ -226,7 +248,9 @@ def save_recommender(recommender: Recommender, details: dict, directory: str) ->
         remove_empty_folders(created)
         if isinstance(error, (OSError, tf.errors.OpError)):
             outcome = "the folder is as it was" if existed else "nothing was left behind"
-            raise SaveFailed(f"could not save the recommender to {given}: {failure_reason(error)}; {outcome}") from None
+            raise SaveFailed(
+                f"could not save the recommender to {given}: {failure_reason(error)}; {outcome}"
+            ) from None
         raise
     shutil.rmtree(set_aside, ignore_errors=True)
 
@@ -252,5 +276,7 @@ def load_recommender(directory: str):
     try:
         saved = tf.saved_model.load(directory)
     except Exception as error:  # A damaged or partial copy: say so rather than show TensorFlow's trace.
-        raise UsageError(f"--load-dir {directory} could not be loaded: {str(error).splitlines()[0]}") from None
+        raise UsageError(
+            f"--load-dir {directory} could not be loaded: {str(error).splitlines()[0]}"
+        ) from None
     return saved, details

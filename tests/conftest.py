@@ -54,9 +54,32 @@ def tiny_stars() -> list[int]:
     return [1 + number % 5 for number in range(len(tiny_ratings()))]
 
 
+def from_ratings(user_ids, movie_titles, movies, size="100k", stars=None) -> "recommend.MovieLens":
+    """A MovieLens from one user id and one title per rating (bytes) and the movies' titles, as the
+    loader numbers them; without STARS every rating has 5."""
+    users, rating_users = np.unique(np.asarray(user_ids, dtype=object), return_inverse=True)
+    titles = np.unique(np.asarray(movies, dtype=object))
+    rating_titles = np.searchsorted(titles, np.asarray(movie_titles, dtype=object)).astype(np.int32)
+    assert (
+        titles[rating_titles] == np.asarray(movie_titles, dtype=object)
+    ).all(), "a rated title is no movie"
+    catalogue_titles = np.flatnonzero(np.bincount(rating_titles, minlength=len(titles))).astype(np.int32)
+    stars = np.full(len(rating_users), 5.0) if stars is None else stars
+    return recommend.MovieLens(
+        users,
+        titles,
+        rating_users.astype(np.int32),
+        rating_titles,
+        np.asarray(stars, np.float32),
+        np.asarray(movies, dtype=object),
+        catalogue_titles,
+        size,
+    )
+
+
 def tiny_movielens() -> "recommend.MovieLens":
     users, titles = zip(*tiny_ratings())
-    return recommend.MovieLens.from_ratings(
+    return from_ratings(
         user_ids=np.array([user.encode() for user in users], dtype=object),
         movie_titles=np.array([title.encode() for title in titles], dtype=object),
         movies=np.array([title.encode() for title in MOVIE_TITLES], dtype=object),

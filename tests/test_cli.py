@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import recommend
-from beyond import cli
+from beyond import options
 from conftest import PLANTED_MOVIE
 
 TINY_TRAINING = ["--epochs", "30", "--embedding-dim", "8", "--batch-size", "64"]
@@ -193,7 +193,7 @@ def test_help_shows_the_tutorial_defaults(capsys):
     ],
 )
 def test_user_ids_are_described_as_ranges(ids, expected):
-    assert cli.describe_ids(ids) == expected
+    assert options.describe_ids(ids) == expected
 
 
 def test_the_script_run_as_a_program_prints_only_its_answer(tiny_tfds):

@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-import recommend
 from beyond import download
 from conftest import MOVIES_DATASET, PLANTED_MOVIE, RATINGS_DATASET, tiny_archive
 from test_cli import TINY_TRAINING, assert_one_line_error, run

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import recommend
 from beyond import big_data, evaluation
-from conftest import tiny_movielens
+from conftest import from_ratings, tiny_movielens
 
 
 def test_ranking_metrics_on_a_case_worked_out_by_hand():
@@ -51,7 +51,7 @@ def test_ndcg_is_one_when_every_relevant_title_comes_first():
 
 def test_the_split_has_the_tutorials_sizes_and_no_overlap():
     n = 100_000
-    data = recommend.MovieLens.from_ratings(
+    data = from_ratings(
         np.full(n, b"1", dtype=object), np.full(n, b"Heat", dtype=object), np.array([b"Heat"], dtype=object)
     )
     train_rows, test_rows = evaluation.split_like_the_tutorial(data)
@@ -78,7 +78,7 @@ def test_most_popular_scores_every_movie_by_its_training_count():
 
 def test_the_rated_matrix_of_a_block_of_users_marks_what_each_rated_once():
     # Users a, b, c; b rated Fargo twice and c rated nothing in this subset.
-    data = recommend.MovieLens.from_ratings(
+    data = from_ratings(
         np.array([b"a", b"b", b"b", b"a", b"c"], dtype=object),
         np.array([b"Heat", b"Fargo", b"Fargo", b"Ran", b"Heat"], dtype=object),
         np.array([b"Fargo", b"Heat", b"Ran", b"Alien"], dtype=object),
@@ -90,14 +90,17 @@ def test_the_rated_matrix_of_a_block_of_users_marks_what_each_rated_once():
         [[False, True, True], [True, False, False], [False, False, False]],
     )
     np.testing.assert_array_equal(
-        evaluation.rated_matrix(big_data.rated_by_user(training), slice(1, 3), 3), [[True, False, False], [False] * 3]
+        evaluation.rated_matrix(big_data.rated_by_user(training), slice(1, 3), 3),
+        [[True, False, False], [False] * 3],
     )
     assert big_data.rated_titles_per_user(data) == {"a": 2, "b": 1, "c": 1}
 
 
 def test_metrics_do_not_depend_on_how_many_users_are_ranked_at_once(monkeypatch):
     data = tiny_movielens()
-    training, held_out = evaluation.subset(data, np.arange(0, 40, 2)), evaluation.subset(data, np.arange(1, 40, 2))
+    training, held_out = evaluation.subset(data, np.arange(0, 40, 2)), evaluation.subset(
+        data, np.arange(1, 40, 2)
+    )
     _, movie_titles_vocabulary = recommend.build_vocabularies(data)
     model = evaluation.build_most_popular_model(movie_titles_vocabulary, training)
     whole = evaluation.held_out_metrics(model, training, held_out)

@@ -201,7 +201,12 @@ def test_damaged_prepared_files_name_the_folder_to_delete(damage, damaged_copy, 
 
 @pytest.mark.parametrize(
     "module, phase",
-    [(recommend, "read_features"), (download, "prepare_dataset"), (recommend, "train"), (evaluation, "held_out_metrics")],
+    [
+        (recommend, "read_features"),
+        (download, "prepare_dataset"),
+        (recommend, "train"),
+        (evaluation, "held_out_metrics"),
+    ],
 )
 def test_an_interrupt_in_any_phase_ends_with_status_130(module, phase, tiny_tfds, capsys, monkeypatch):
     def interrupted(*args, **kwargs):

@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 
 import recommend
 from beyond import big_data, download, guards, tuned
-from conftest import MOVIES_DATASET, MOVIE_TITLES, RATINGS_DATASET, tiny_ratings, tiny_stars
+from conftest import MOVIES_DATASET, MOVIE_TITLES, RATINGS_DATASET, from_ratings, tiny_ratings, tiny_stars
 
 
 def tfds_load_columns(name, data_dir):
@@ -103,9 +103,7 @@ def test_a_dataset_prepared_in_another_format_is_read_through_tfds(tmp_path):
         builder.info.set_file_format("array_record", override=True)
         builder.info.write_to_directory(builder.data_dir)
     with tfds.testing.mock_data(num_examples=6, data_dir=str(tmp_path)):
-        chunks = list(
-            recommend.read_features(RATINGS_DATASET, recommend.RATING_FEATURES, str(tmp_path))
-        )
+        chunks = list(recommend.read_features(RATINGS_DATASET, recommend.RATING_FEATURES, str(tmp_path)))
         titles = np.concatenate([chunk["movie_title"].numpy() for chunk in chunks])
         assert len(titles) == 6 and all(isinstance(title, bytes) for title in titles)
         stars = np.concatenate([chunk["user_rating"].numpy() for chunk in chunks])
@@ -127,7 +125,7 @@ def test_ratings_are_read_a_chunk_at_a_time_in_the_order_tfds_gives(tiny_tfds, m
 
 
 def test_rated_lists_count_a_rating_given_twice_once_and_leave_unrated_titles_out():
-    data = recommend.MovieLens.from_ratings(
+    data = from_ratings(
         np.array([b"1", b"2", b"1", b"1"], dtype=object),
         np.array([b"Heat", b"Fargo", b"Ran", b"Heat"], dtype=object),
         np.array([b"Heat", b"Fargo", b"Ran", b"Alien"], dtype=object),
@@ -157,7 +155,7 @@ def test_a_rating_without_stars_reads_as_none_and_weighs_as_an_average_one():
     )
     parsed = tf.io.parse_example([example.SerializeToString()], recommend.RATING_FEATURES)
     assert parsed["user_rating"].numpy().tolist() == [0.0]
-    data = recommend.MovieLens.from_ratings(
+    data = from_ratings(
         np.array([b"7", b"8"], dtype=object),
         np.array([b"Heat (1995)"] * 2, dtype=object),
         np.array([b"Heat (1995)"], dtype=object),

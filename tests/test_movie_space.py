@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import recommend
 from beyond import guards, movie_space
 from conftest import ALPHA, BETA
 from test_cli import TINY_TRAINING, assert_one_line_error, run

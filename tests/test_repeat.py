@@ -5,7 +5,6 @@ import math
 
 import pytest
 
-import recommend
 from beyond import evaluation
 from test_cli import TINY_TRAINING, assert_one_line_error, run
 

@@ -12,8 +12,7 @@ import pytest
 import tensorflow as tf
 
 import recommend
-from beyond import big_data, serving, tuned
-from conftest import tiny_movielens
+from beyond import tuned
 from test_cli import TINY_TRAINING, assert_one_line_error, run
 
 QUESTIONS = [

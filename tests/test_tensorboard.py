@@ -11,7 +11,6 @@ from tensorboard.backend.event_processing import data_provider, event_accumulato
 from tensorboard.plugins import base_plugin
 from tensorboard.plugins.projector import projector_plugin
 
-import recommend
 from beyond import tensorboard_log
 from conftest import MOVIE_TITLES, tiny_ratings
 from test_cli import assert_one_line_error, run

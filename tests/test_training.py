@@ -10,7 +10,7 @@ import tensorflow_recommenders as tfrs
 
 import recommend
 from beyond import evaluation, movie_space, serving, tuned
-from conftest import ALPHA, BETA, PLANTED_MOVIE, PLANTED_USER, SHARED_TITLE, tiny_movielens
+from conftest import ALPHA, BETA, PLANTED_MOVIE, PLANTED_USER, SHARED_TITLE, from_ratings, tiny_movielens
 
 # Enough passes for 39 ratings to shape 8-number embeddings; one batch holds them all.
 TINY_RECIPE = dataclasses.replace(recommend.TUTORIAL, embedding_dim=8, epochs=30, batch_size=64)
@@ -93,9 +93,7 @@ def test_a_batch_of_rating_numbers_becomes_the_ratings_text():
     user_ids = np.array([b"1", b"2", b"3", b"1"], dtype=object)
     movie_titles = np.array([b"Heat", b"Heat", b"Heat", b"Fargo"], dtype=object)
     stars = np.array([4.0, 2.0, 3.0, 3.0])
-    data = recommend.MovieLens.from_ratings(
-        user_ids, movie_titles, np.array([b"Heat", b"Fargo", b"Ran"]), stars=stars
-    )
+    data = from_ratings(user_ids, movie_titles, np.array([b"Heat", b"Fargo", b"Ran"]), stars=stars)
     batch = recommend.rating_features(data)(tf.constant([3, 0, 1], tf.int64))
     assert set(batch) == {"user_id", "movie_title"}
     assert batch["user_id"].numpy().tolist() == [b"1", b"1", b"2"]
@@ -111,7 +109,7 @@ def test_a_ratings_weight_grows_with_its_stars_and_averages_the_rated_weight():
     def weights(stars, recipe=tuned.TUNED):
         users = np.array([b"1", b"2", b"3", b"4"], dtype=object)
         movies = np.array([b"Heat"] * 4, dtype=object)
-        data = recommend.MovieLens.from_ratings(users, movies, movies[:1], stars=np.array(stars, np.float32))
+        data = from_ratings(users, movies, movies[:1], stars=np.array(stars, np.float32))
         return tuned.rating_weights(data, recipe)
 
     # Average 3 stars: 1 + 5 x 5/3, 1 + 5 x 3/3, 1 + 5 x 1/3; the weights average the recipe's 6.
@@ -128,7 +126,7 @@ def test_a_ratings_weight_grows_with_its_stars_and_averages_the_rated_weight():
 def test_a_subset_keeps_each_ratings_own_stars():
     users = np.array([b"1", b"2", b"3", b"4"], dtype=object)
     movies = np.array([b"Heat", b"Fargo", b"Heat", b"Ran"], dtype=object)
-    data = recommend.MovieLens.from_ratings(users, movies, movies, stars=np.array([1.0, 2.0, 3.0, 4.5]))
+    data = from_ratings(users, movies, movies, stars=np.array([1.0, 2.0, 3.0, 4.5]))
     part = evaluation.subset(data, np.array([3, 0]))
     assert part.user_ids.tolist() == [b"4", b"1"]
     assert part.rating_stars.tolist() == [4.5, 1.0]
@@ -141,7 +139,7 @@ def test_the_distinct_movie_softmax_is_retrievals_own_loss_with_the_same_gradien
     movies = np.array([f"Movie {n}".encode() for n in range(20)], dtype=object)
     user_ids = users[rng.integers(0, 12, 300)]
     movie_titles = movies[np.minimum(rng.zipf(1.6, 300) - 1, 19)]
-    data = recommend.MovieLens.from_ratings(user_ids, movie_titles, movies)
+    data = from_ratings(user_ids, movie_titles, movies)
     recipe = dataclasses.replace(recommend.TUTORIAL, embedding_dim=8)
     tf.keras.utils.set_random_seed(1)
     model = recommend.build_model(*recommend.build_vocabularies(data), data.catalogue, recipe)
@@ -225,7 +223,7 @@ def test_weighing_by_stars_leans_a_user_towards_the_films_they_rated_highly(love
     ratings += [(str(user), title, 3.0) for user in range(5, 9) for title in BETA]
     ratings += [("9", title, 5.0) for title in loved[:3]] + [("9", title, 1.0) for title in disliked[:3]]
     users, movies, stars = zip(*ratings)
-    data = recommend.MovieLens.from_ratings(
+    data = from_ratings(
         np.array([user.encode() for user in users], dtype=object),
         np.array([title.encode() for title in movies], dtype=object),
         np.array([title.encode() for title in ALPHA + BETA], dtype=object),
@@ -259,6 +257,8 @@ def test_implicit_als_learns_the_planted_tastes():
     recommendations = titles(top(recommender, "5", 11, include_rated=True))
     assert set(recommendations[:5]) == set(BETA)
     # A new viewer who names two Beta films is fitted to the same loss and is offered the other Beta ones.
-    served = serving.build_recommender(recommender.model, recommender.index, recommender.data, recipe.embedding_l2)
+    served = serving.build_recommender(
+        recommender.model, recommender.index, recommender.data, recipe.embedding_l2
+    )
     liked = movie_space.recommend_for_liked(served, list(BETA[:2]), 3, include_rated=False)
     assert set(titles(liked)) == set(BETA[2:])
