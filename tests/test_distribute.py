@@ -78,8 +78,9 @@ def test_the_default_flags_change_nothing(tiny_tfds, capsys):
 def test_an_operation_without_a_kernel_on_the_devices_gets_a_message_not_a_trace(
     tiny_tfds, capsys, monkeypatch
 ):
-    import recommend
     import tensorflow as tf
+
+    import recommend
 
     def no_gpu_kernel(*args, **kwargs):
         raise tf.errors.NotFoundError(

@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+import recommend
 from beyond import download
 from conftest import MOVIES_DATASET, PLANTED_MOVIE, RATINGS_DATASET, tiny_archive
 from test_cli import TINY_TRAINING, assert_one_line_error, run
-from test_loading import offline  # noqa: F401  (a fixture)
 
 ARCHIVE = tiny_archive()
 OTHER_BYTES = b"<html>Mirror maintenance: back soon</html>"
@@ -337,3 +337,46 @@ def test_a_download_url_that_is_not_http_is_refused_in_one_line(address, capsys)
         *run(capsys, "--user", "1", "--download-url", address),
         "--download-url: expected an http:// or https://",
     )
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Makes every download fail at once, online or not: all HTTP(S) goes to a closed local port."""
+    proxy = f"http://127.0.0.1:{closed_port()}"
+    for variable in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(variable, proxy)
+    for variable in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+
+
+def test_no_data_and_no_download_explains_the_ways_out_in_seconds(tmp_path, offline, capsys):
+    started = time.perf_counter()
+    status = recommend.main(["--user", "42", "--data-dir", str(tmp_path)])
+    elapsed = time.perf_counter() - started
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert out == ""
+    assert "Traceback" not in err
+    assert "ml-100k.zip" in err
+    assert os.path.join(str(tmp_path), "downloads", "manual") + "/" in err
+    assert "--data-dir" in err and "TFDS_DATA_DIR" in err and "--download-url" in err
+    assert elapsed < 30  # TFDS alone would retry for minutes
+
+
+def test_a_manually_placed_zip_is_used_instead_of_the_network(tmp_path, offline, capsys):
+    manual_dir = tmp_path / "downloads" / "manual"
+    manual_dir.mkdir(parents=True)
+    (manual_dir / "ml-100k.zip").write_bytes(b"not the real archive")
+    status = recommend.main(["--user", "42", "--data-dir", str(tmp_path)])
+    out, err = capsys.readouterr()
+    # The file was checked without going online, and its SHA-256 shows it is not the real one.
+    assert status == 1
+    assert out == ""
+    assert "Traceback" not in err
+    assert "is not the registered ml-100k.zip: its SHA-256 is" in err

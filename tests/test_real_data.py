@@ -11,7 +11,6 @@ import tensorflow_datasets as tfds
 import recommend
 from beyond.evaluation import split_like_the_tutorial
 from conftest import RATINGS_DATASET
-from test_cli import run
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,21 @@
 """--dataset: the larger MovieLens sizes, each in its own file format, through TFDS's real builders."""
 
 import json
+import time
 
 import numpy as np
 
 import recommend
-from beyond import download, evaluation
-from conftest import ALPHA, MOVIE_TITLES, PLANTED_MOVIE, tiny_movielens, tiny_ratings, tiny_stars
+from beyond import big_data, download, evaluation
+from conftest import (
+    ALPHA,
+    MOVIE_TITLES,
+    PLANTED_MOVIE,
+    from_ratings,
+    tiny_movielens,
+    tiny_ratings,
+    tiny_stars,
+)
 from test_cli import TINY_TRAINING, assert_one_line_error, run
 
 
@@ -80,3 +89,54 @@ def test_no_data_for_a_size_names_that_size_archive(tmp_path, capsys, monkeypatc
     assert status == 1 and out == ""
     assert "ml-1m.zip" in err and "ml-100k" not in err
     assert "--download-url https://<mirror>/ml-1m.zip" in err
+
+
+def test_sizes_that_cannot_fit_are_refused_in_seconds_with_the_need_and_the_limit(
+    tiny_tfds, capsys, monkeypatch
+):
+    monkeypatch.setattr(big_data, "available_memory_bytes", lambda: 8 * 2**30)
+    started = time.perf_counter()
+    status, out, err = run(
+        capsys, "--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--embedding-dim", "200000000"
+    )
+    assert time.perf_counter() - started < 30
+    assert_one_line_error(status, out, err, "--embedding-dim 200000000", "need about", "8.0 GiB")
+    assert "Training" not in err
+
+
+def test_the_estimate_counts_tables_optimizer_slots_and_the_batch_scores():
+    # 10 users and 20 movies (plus one unknown row each), 4 numbers each: weights, gradients and Adagrad's
+    # accumulators are 3 copies of (11 + 21) x 4 floats. A batch of 8 has at most 8 x 8 distinct scores,
+    # kept a few times over for the softmax and its gradient.
+    need = big_data.training_memory_bytes(num_users=10, num_movies=20, embedding_dim=4, batch_size=8)
+    tables = 3 * (11 + 21) * 4 * 4
+    assert tables < need < tables + 8 * 8 * 4 * 16 + 8 * 4 * 4 * 16
+
+
+def test_a_huge_batch_fits_because_only_distinct_users_and_movies_are_scored():
+    small = big_data.training_memory_bytes(num_users=943, num_movies=1664, embedding_dim=64, batch_size=4096)
+    huge = big_data.training_memory_bytes(
+        num_users=943, num_movies=1664, embedding_dim=64, batch_size=100_000
+    )
+    assert huge < 200 * 2**20  # megabytes, not the 40 GB of a 100,000 x 100,000 score matrix
+    assert small < huge
+
+
+def test_rated_lists_count_a_rating_given_twice_once_and_leave_unrated_titles_out():
+    data = from_ratings(
+        np.array([b"1", b"2", b"1", b"1"], dtype=object),
+        np.array([b"Heat", b"Fargo", b"Ran", b"Heat"], dtype=object),
+        np.array([b"Heat", b"Fargo", b"Ran", b"Alien"], dtype=object),
+    )
+    # Titles sorted: Alien 0, Fargo 1, Heat 2, Ran 3; nobody rated Alien, so the catalogue is rows 1-3.
+    assert data.catalogue.tolist() == [b"Fargo", b"Heat", b"Ran"]
+    offsets, rows = big_data.rated_by_user(data)
+    # User "1" rated Heat (catalogue row 1) twice and Ran (2); user "2" rated Fargo (0).
+    assert offsets.tolist() == [0, 2, 3] and rows.tolist() == [1, 2, 0]
+    assert big_data.ratings_per_title(data).tolist() == [1, 2, 1]
+
+
+def test_sorted_distinct_gives_what_np_unique_gives():
+    assert big_data.sorted_distinct(np.array([3, -1, 3, 2, -1, 3])).tolist() == [-1, 2, 3]
+    assert big_data.sorted_distinct(np.array([7])).tolist() == [7]
+    assert big_data.sorted_distinct(np.zeros(0, np.int64)).tolist() == []

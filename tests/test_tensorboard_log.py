@@ -14,7 +14,7 @@ from tensorboard.plugins.projector import projector_plugin
 from beyond import tensorboard_log
 from conftest import MOVIE_TITLES, tiny_ratings
 from test_cli import assert_one_line_error, run
-from test_saving import snapshot
+from test_serving import snapshot
 
 TINY_TRAINING = ["--epochs", "4", "--embedding-dim", "8", "--batch-size", "64"]
 

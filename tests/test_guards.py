@@ -2,21 +2,19 @@
 never a traceback (divergence, memory, saving, damaged data, interrupts, the unexpected)."""
 
 import errno
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import tensorflow as tf
 
 import recommend
-from beyond import big_data, download, evaluation, guards
+from beyond import download, evaluation, guards
 from test_cli import TINY_TRAINING, assert_one_line_error, run
-from test_saving import snapshot
+from test_serving import snapshot
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recommend.py")
 
@@ -68,37 +66,6 @@ def test_weights_that_are_not_finite_count_as_divergence_even_if_the_last_loss_w
 
 
 # Memory ----------------------------------------------------------------------------------------------
-
-
-def test_sizes_that_cannot_fit_are_refused_in_seconds_with_the_need_and_the_limit(
-    tiny_tfds, capsys, monkeypatch
-):
-    monkeypatch.setattr(big_data, "available_memory_bytes", lambda: 8 * 2**30)
-    started = time.perf_counter()
-    status, out, err = run(
-        capsys, "--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--embedding-dim", "200000000"
-    )
-    assert time.perf_counter() - started < 30
-    assert_one_line_error(status, out, err, "--embedding-dim 200000000", "need about", "8.0 GiB")
-    assert "Training" not in err
-
-
-def test_the_estimate_counts_tables_optimizer_slots_and_the_batch_scores():
-    # 10 users and 20 movies (plus one unknown row each), 4 numbers each: weights, gradients and Adagrad's
-    # accumulators are 3 copies of (11 + 21) x 4 floats. A batch of 8 has at most 8 x 8 distinct scores,
-    # kept a few times over for the softmax and its gradient.
-    need = big_data.training_memory_bytes(num_users=10, num_movies=20, embedding_dim=4, batch_size=8)
-    tables = 3 * (11 + 21) * 4 * 4
-    assert tables < need < tables + 8 * 8 * 4 * 16 + 8 * 4 * 4 * 16
-
-
-def test_a_huge_batch_fits_because_only_distinct_users_and_movies_are_scored():
-    small = big_data.training_memory_bytes(num_users=943, num_movies=1664, embedding_dim=64, batch_size=4096)
-    huge = big_data.training_memory_bytes(
-        num_users=943, num_movies=1664, embedding_dim=64, batch_size=100_000
-    )
-    assert huge < 200 * 2**20  # megabytes, not the 40 GB of a 100,000 x 100,000 score matrix
-    assert small < huge
 
 
 def test_running_out_of_memory_anyway_ends_in_a_clear_message(tiny_tfds, capsys, monkeypatch):
