@@ -117,7 +117,7 @@ def load_movielens(data_dir: str | None = None, size: str = "100k") -> MovieLens
 def read_features(name: str, features: dict, data_dir: str | None = None):
     """Yields FEATURES of every example of a TFDS dataset, a chunk at a time: what `tfds.load(name,
     split="train")` gives, in the same order. TFDS decodes one example at a time; parsing its TFRecord
-    files a million examples per call is several times faster (README.md, "Speed")."""
+    files a million examples per call is several times faster (docs/speed.md)."""
     try:
         builder = tfds.builder(name, data_dir=data_dir)
         builder.download_and_prepare()  # what tfds.load does first; nothing when already prepared
@@ -351,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    sys.modules["recommend"] = sys.modules[__name__]  # so that beyond/ imports this module, not a second copy
     status = main()
     # Python's exit would garbage-collect every object TensorFlow made, most of a second: skip that.
     import gc

@@ -125,3 +125,14 @@ def test_the_script_run_as_a_program_prints_only_its_answer(tiny_tfds):
     assert len(completed.stdout.splitlines()) == 1
     for noise in ("I0000", "E0000", "oneDNN", "cuda", "WARNING"):
         assert noise not in completed.stderr
+
+
+def test_the_program_run_as_a_script_counts_the_time_tensorflow_takes_to_import(tiny_tfds):
+    """beyond/ imports recommend.py as `recommend`: the running script itself, not a second copy whose
+    clock would start after TensorFlow was already imported."""
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recommend.py")
+    argv = ["--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--epochs", "1", "--timings"]
+    completed = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+    imported = re.search(r"^timings: import (\d+\.\d)s", completed.stderr, re.M)
+    assert imported and float(imported.group(1)) >= 0.5, completed.stderr
