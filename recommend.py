@@ -12,7 +12,8 @@ a user with one matrix product, which is what makes retrieval fast. The six step
     5. build_index          score every movie for a user (BruteForce)
     6. recommend            ask the index for one user's top k, leaving out movies they rated
 
-All that goes beyond the tutorial lives in the beyond/ package: see docs/architecture.md.
+Where a step departs from the tutorial's own calls, for speed, a sentence there says why. All that goes
+beyond the tutorial lives in the beyond/ package: see docs/architecture.md.
 
     python recommend.py --user 42                  # train, then print user 42's top 10
     python recommend.py --user 42 --k 5 --json     # the same as one JSON document
@@ -62,7 +63,7 @@ MOVIE_FEATURES = {"movie_title": tf.io.FixedLenFeature([], tf.string)}
 READ_CHUNK_SIZE = 1_000_000  # ratings parsed at once: all of 100k in one go, and bounded memory for 25M
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # arrays do not compare as one value
 class MovieLens:
     """MovieLens as numbers: a rating is its user's row in `users`, its title's row in `titles`, and its
     stars. Each id and title is kept once, so 25 million ratings take 300 MB, not gigabytes of strings."""
@@ -135,8 +136,8 @@ def read_features(name: str, features: dict, data_dir: str | None = None):
 
 
 def build_vocabularies(data: MovieLens) -> tuple[tf.keras.layers.StringLookup, tf.keras.layers.StringLookup]:
-    """Maps each user id and movie title to a row of its embedding table. `mask_token=None` leaves one
-    extra row, index 0, for ids never seen: an untrained row, not an error.
+    """Maps each user id and movie title to a row of its embedding table. Row 0 is for ids never seen (an
+    untrained row, not an error); `mask_token=None` means no row is kept for padding.
 
     The tutorial calls `adapt()`, which takes about a minute fed one example at a time. Counting with numpy
     gives the same vocabulary in milliseconds: most frequent first, ties by the token descending."""
@@ -177,6 +178,8 @@ class MovieLensModel(tfrs.Model):
         movie_embeddings = self.movie_model(features["movie_title"])
         return self.task(user_embeddings, movie_embeddings)
 
+    # The training loss and what it is fed are methods so that the tuned recipe (beyond/tuned.py) can
+    # replace both in a subclass.
     def training_loss(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
         return in_batch_softmax_loss(
             self.user_model, self.movie_model, features["user_id"], features["movie_title"]
@@ -188,7 +191,7 @@ class MovieLensModel(tfrs.Model):
 
 
 def in_batch_softmax_loss(user_model, movie_model, user_ids: tf.Tensor, movie_titles: tf.Tensor) -> tf.Tensor:
-    """The loss `tfrs.tasks.Retrieval` computes by default, summed over the batch, in a quarter of the time.
+    """The loss `tfrs.tasks.Retrieval` computes by default, summed over the batch, many times faster.
 
     Retrieval scores every rating's user against every rating's movie (4096 x 4096) and asks a softmax to
     pick the rating's own movie. But a batch holds only about 1,000 distinct movies and 900 users, and
@@ -250,7 +253,8 @@ class Recipe:
 
 
 TUTORIAL = Recipe()
-# tf.data's shuffle holds its buffer, about 200 bytes a rating: all of 100k and 1M, a window of 20M and 25M.
+# Shuffling holds its buffer in memory, about 200 bytes a rating: 2 million hold all of 100k and 1M,
+# and a window of 20M and 25M, whose TFDS files are in a random order already.
 SHUFFLE_BUFFER_SIZE = 2_000_000
 
 
@@ -266,15 +270,17 @@ def rating_features(data: MovieLens):
 
 
 def train(model: MovieLensModel, data: MovieLens, recipe: Recipe, seed: int, callbacks=()) -> None:
-    """Fits both towers with the recipe's optimizer; CALLBACKS are Keras's (progress, TensorBoard)."""
-    # The dataset holds rating numbers, which shuffle into the same order as the ratings themselves.
+    """Fits both towers with the recipe's optimizer. `callbacks` are Keras's: beyond/guards.py passes the
+    progress lines that stand in for fit's own progress bar, which would print on stdout."""
+    # The dataset holds rating numbers, turned into text a batch at a time; shuffled, they take the same
+    # order the ratings themselves would.
     ratings = tf.data.Dataset.range(data.num_ratings)
     one_batch = data.num_ratings <= recipe.batch_size
     if recipe.shuffle_each_epoch and not one_batch:
         buffer_size = min(data.num_ratings, SHUFFLE_BUFFER_SIZE)
         ratings = ratings.shuffle(buffer_size, seed=seed, reshuffle_each_iteration=True)
     batches = ratings.batch(recipe.batch_size).map(model.features(data))
-    if one_batch:  # the same batch every pass: made once
+    if one_batch:  # every pass is the same batch, in any order: made once
         batches = batches.cache()
     optimizers = {"adagrad": tf.keras.optimizers.Adagrad, "adam": tf.keras.optimizers.Adam}
     model.compile(optimizer=optimizers[recipe.optimizer](learning_rate=recipe.learning_rate))
@@ -296,7 +302,8 @@ def build_index(model: MovieLensModel, data: MovieLens) -> tfrs.layers.factorize
 
 
 def recommend(index, data: MovieLens, user_id: str, k: int = 10, include_rated: bool = False) -> list[dict]:
-    """One user's top k, best first, leaving out the movies they rated unless INCLUDE_RATED."""
+    """One user's top k, best first, leaving out the movies they rated unless `include_rated`. The user
+    must be in the data and k at most the movies left; the command line checks both first."""
     if include_rated:
         scores, titles = index(tf.constant([user_id]), k=k)
     else:
@@ -342,9 +349,10 @@ class Heartbeat:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python recommend.py --user 42` runs the six steps above and prints the top 10. The options beyond
-    the tutorial and a clear message for every failure are in beyond/cli.py, imported here and only here,
-    so that `import recommend` is the tutorial alone."""
+    """`python recommend.py --user 42`: beyond/cli.py's run_recommend calls the six steps above in order
+    and prints the top 10, adding only what an option asks for (a seed, saving, a log). The options and a
+    clear message for every failure live there, imported here and only here, so that `import recommend`
+    is the tutorial alone."""
     from beyond import cli
 
     return cli.main(argv)

@@ -57,7 +57,7 @@ def check_tf_config() -> None:
     if not text:
         raise UsageError(
             "--distribute multi-worker needs the TF_CONFIG environment variable, naming every worker and "
-            'this one\'s index (see README.md, "Bigger data and more machines")'
+            "this one's index (see docs/bigger-data.md)"
         )
     try:
         config = json.loads(text)

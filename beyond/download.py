@@ -1,7 +1,7 @@
 """Downloading MovieLens on its registered SHA-256, and a clear message when it cannot be had.
 
 The tutorial's `tfds.load` downloads MovieLens itself. Offline it retries for minutes, and it gives up on
-a server whose certificate fails verification, as GroupLens's did when it expired in August 2026. But
+a server whose certificate fails verification, as GroupLens's did when it expired (docs/offline.md). But
 TensorFlow Datasets registers the SHA-256 of every MovieLens archive, and bytes with that digest are the
 right bytes whoever served them. So this module, before the core's load_movielens reads anything:
 

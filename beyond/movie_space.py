@@ -27,7 +27,7 @@ from beyond.guards import UsageError
 FOLD_IN_STEPS = 20
 # The tutorial recipe has no L2: stopping after three epochs keeps its vectors short. Fitting a new viewer
 # to convergence has no such stop, so this pull towards zero stands in: the L2 that served the softmax
-# best on validation (README.md, "The tuned recipe", stage 6).
+# best on validation (docs/tuned-recipe.md, stage 6).
 FOLD_IN_DEFAULT_L2 = 0.3
 
 

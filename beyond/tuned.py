@@ -5,7 +5,7 @@ batch. The tuned recipe asks instead that every user's score for every movie of 
 if they rated it and near 0 if not (Hu, Koren and Volinsky's implicit ALS), each rating weighted by its
 stars. All movies are then negatives of every user, so there is no sampling bias to correct, and the
 loss has one minimum to converge to. It was chosen on validation folds carved from the training data;
-README.md, "The tuned recipe", has the search and its numbers.
+docs/tuned-recipe.md has the search and its numbers.
 
     1. TunedRecipe and TUNED: the tutorial's Recipe, plus ALS's weights and L2
     2. ImplicitALSModel: the core's MovieLensModel, training on implicit_als_loss
