@@ -133,8 +133,8 @@ def fold_in_l2_for(recipe: recommend.Recipe) -> float:
     """How strongly a new viewer's vector is pulled towards zero: the recipe's L2 on each embedding row.
 
     Training applies that L2 at every step: with the softmax recipes' batches, about 25 times an epoch,
-    against each of a user's ratings once an epoch. (The tuned recipe's one batch a pass applies it once,
-    as ALS does.) Counted that way, a viewer who names three films would be held to a vector so short
+    against each of a user's ratings once an epoch. (The tuned recipe's L2 counts once a pass, as ALS's
+    does: see beyond/tuned.py.) Counted that way, a viewer who names three films would be held to a vector so short
     that the catalogue's hits came first whatever they named, as for a user who had watched only those
     three. But three films named are a sample of someone's taste, not all they have ever seen, so the
     coefficient is applied once.

@@ -17,6 +17,7 @@ docs/tuned-recipe.md has the search and its numbers.
 """
 
 import dataclasses
+import math
 
 import numpy as np
 import tensorflow as tf
@@ -26,8 +27,7 @@ import recommend
 
 @dataclasses.dataclass(frozen=True)
 class TunedRecipe(recommend.Recipe):
-    # L2 weight decay on both embedding tables, added to every step's loss: ALS's lambda. One batch holds
-    # every rating of MovieLens 100k, so it is added once a pass, as ALS adds it.
+    # L2 weight decay on both embedding tables: ALS's lambda, counted once a pass (see OncePerPass).
     embedding_l2: float = 0.0
     # In implicit ALS's loss a rated movie's error counts this many times an unrated one's: a rating is a
     # clear sign of taste, while a movie not rated may only be one the user never came across.
@@ -51,11 +51,23 @@ TUNED = TunedRecipe(
 )
 
 
+class OncePerPass(tf.keras.regularizers.L2):
+    """ALS's L2 penalty, lambda |W|^2, counted once a pass. Keras adds a regularizer to every step's loss,
+    so with n batches a pass it would count n times, and on 251 batches it pins every embedding to zero:
+    each step adds its share, 1 / n, instead."""
+
+    share = 1.0  # 1 / (batches a pass), set before training (ImplicitALSModel.features)
+
+    def __call__(self, weights):
+        return 2.0 * (self.l2 * self.share) * tf.nn.l2_loss(weights)
+
+
 class ImplicitALSModel(recommend.MovieLensModel):
     """The core's two towers and retrieval task, trained on implicit ALS's loss over CATALOGUE."""
 
-    def __init__(self, user_model, movie_model, task, catalogue: np.ndarray, recipe: TunedRecipe):
+    def __init__(self, user_model, movie_model, task, catalogue, recipe: TunedRecipe, regularizer=None):
         super().__init__(user_model, movie_model, task)
+        self.regularizer = regularizer
         self.catalogue = tf.constant(catalogue, tf.string)
         # A rated movie's average weight: each rating brings its own while training, while a new viewer's
         # liked titles, which have no stars, each get this one (see beyond/movie_space.py).
@@ -75,7 +87,9 @@ class ImplicitALSModel(recommend.MovieLensModel):
 
     def features(self, data: recommend.MovieLens):
         """The core's features, plus each rating's weight and its share of its user's whole-catalogue
-        term: 1 / (the user's number of ratings)."""
+        term: 1 / (the user's number of ratings). Sets each step's share of the L2 for DATA's batches."""
+        if self.regularizer is not None:
+            self.regularizer.share = 1.0 / math.ceil(data.num_ratings / self.recipe.batch_size)
         text = recommend.rating_features(data)
         user_share = 1.0 / np.maximum(np.bincount(data.rating_users, minlength=len(data.users)), 1)
         user_share = tf.constant(user_share, tf.float32)
@@ -141,8 +155,8 @@ def build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue, recipe)
     # Under a distribution strategy (--distribute) every replica adds the L2 penalty to its own loss and
     # the replicas' gradients are summed, so each adds its share.
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    regularizer = tf.keras.regularizers.l2(recipe.embedding_l2 / replicas) if recipe.embedding_l2 else None
+    regularizer = OncePerPass(recipe.embedding_l2 / replicas) if recipe.embedding_l2 else None
     user_model = recommend.tower(user_ids_vocabulary, recipe.embedding_dim, regularizer)
     movie_model = recommend.tower(movie_titles_vocabulary, recipe.embedding_dim, regularizer)
     task = recommend.retrieval_task(movie_model, catalogue)
-    return ImplicitALSModel(user_model, movie_model, task, catalogue, recipe)
+    return ImplicitALSModel(user_model, movie_model, task, catalogue, recipe, regularizer)

@@ -154,3 +154,27 @@ def test_a_batch_of_rating_numbers_becomes_the_ratings_text():
     np.testing.assert_allclose(batch["user_share"], [0.5, 0.5, 1.0])
     # And its weight: average stars 3, so 1 + 5 x 3/3, 1 + 5 x 4/3 and 1 + 5 x 2/3.
     np.testing.assert_allclose(batch["rated_weight"], [6.0, 1 + 20 / 3, 1 + 10 / 3], rtol=1e-6)
+
+
+def whole_objective(trained, l2: float) -> float:
+    """Implicit ALS's loss over every rating, plus its L2 counted once: what a pass should minimise."""
+    model, data = trained.model, trained.data
+    loss = model.training_loss(model.features(data)(tf.range(data.num_ratings, dtype=tf.int64)))
+    tables = model.user_model.trainable_weights + model.movie_model.trainable_weights
+    return float(loss) + l2 * sum(float(tf.reduce_sum(tf.square(table))) for table in tables)
+
+
+def test_the_l2_counts_once_a_pass_whatever_the_batch_size():
+    # ALS's lambda belongs to a pass, not to a step: the 39 ratings in one batch a pass or in ten (of 4,
+    # shuffled each pass) must reach the same minimum, and so rank the same titles first.
+    one_batch = dataclasses.replace(
+        TINY_TUNED, optimizer="adam", learning_rate=0.05, epochs=300, embedding_l2=1.0, weight_by_stars=False
+    )
+    ten_batches = dataclasses.replace(one_batch, batch_size=4, shuffle_each_epoch=True, learning_rate=0.01)
+    objectives, rankings = [], []
+    for recipe in (one_batch, ten_batches):
+        trained = train_tiny(recipe)
+        objectives.append(whole_objective(trained, recipe.embedding_l2))
+        rankings.append([titles(top(trained, user, 5, include_rated=True)) for user in ("1", "5")])
+    assert objectives[1] == pytest.approx(objectives[0], rel=0.02)
+    assert [set(ranking) for ranking in rankings[1]] == [set(ranking) for ranking in rankings[0]]
