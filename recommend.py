@@ -45,7 +45,8 @@ try:
 except KeyboardInterrupt:  # Ctrl-C in the seconds the import takes: end as main() would
     os.dup2(saved_stderr, 2)
     if __name__ == "__main__":
-        sys.exit(print("recommend.py: interrupted", file=sys.stderr) or 130)
+        print("recommend.py: interrupted", file=sys.stderr)
+        sys.exit(130)
     raise
 finally:
     os.dup2(saved_stderr, 2)
