@@ -14,6 +14,7 @@ Try it with the synthetic MovieLens 25M that benchmarks/synthetic_movielens.py w
 """
 
 import contextlib
+import functools
 import os
 
 import numpy as np
@@ -37,6 +38,9 @@ def catalogue_rows(data: recommend.MovieLens) -> np.ndarray:
     return np.searchsorted(data.catalogue_titles, data.rating_titles).astype(np.int32)
 
 
+# The command line, the saved recommender and each seed's evaluation all ask for the same datasets' lists,
+# and on 25M each takes seconds to sort: made once per dataset (MovieLens compares by identity).
+@functools.lru_cache(maxsize=4)
 def rated_by_user(data: recommend.MovieLens) -> tuple[np.ndarray, np.ndarray]:
     """Each user's distinct rated titles as catalogue rows: (offsets, rows), where user u's are
     rows[offsets[u]:offsets[u + 1]], sorted. A rating given twice counts once."""
