@@ -94,14 +94,14 @@ def load_movielens(data_dir: str | None = None, size: str = "100k") -> MovieLens
     movies = [chunk["movie_title"].numpy() for chunk in read_features(movies_name, MOVIE_FEATURES, data_dir)]
     movies = np.concatenate([np.zeros(0, object), *movies])
     titles, users, heartbeat = np.unique(movies), {}, Heartbeat()
+    known_titles = set(titles.tolist())
     rating_users, rating_titles, stars = [np.zeros(0, np.int32)], [np.zeros(0, np.int64)], []
     for chunk in read_features(ratings_name, RATING_FEATURES, data_dir):
-        # Only a chunk's distinct ids and titles ever become Python objects.
-        distinct, rows = tf.unique(chunk["user_id"])
+        distinct, rows = tf.unique(chunk["user_id"])  # only a chunk's distinct ids become Python objects
         numbers = [users.setdefault(user, len(users)) for user in distinct.numpy().tolist()]
         rating_users.append(np.array(numbers, np.int32)[rows.numpy()])
         distinct, rows = (tensor.numpy() for tensor in tf.unique(chunk["movie_title"]))
-        if set(distinct.tolist()) - set(titles.tolist()):  # a rating of a title the movies lack: damaged
+        if set(distinct.tolist()) - known_titles:  # a rating of a title the movies lack: damaged data
             raise DatasetUnreadable(ratings_name, ValueError(f"it rates titles that {movies_name} lacks"))
         rating_titles.append(np.searchsorted(titles, distinct)[rows])
         stars.append(chunk["user_rating"].numpy())
