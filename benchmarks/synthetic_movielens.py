@@ -8,6 +8,9 @@ ratings can be measured anywhere:
 2. Movie popularity follows a power law: the most rated movie has 0.34% of all ratings (0.33% in
    MovieLens 25M), and 5.4% of the movies are never rated, as in MovieLens 25M.
 3. No user rates the same movie twice.
+   With --taste, users and movies also have hidden vectors, and a user's movies are drawn from
+   popularity x exp(taste x user . movie): planted structure a recommender can find, and most-popular
+   cannot. Without it (the default) popularity alone decides.
 4. The examples carry every feature of TFDS's movielens/25m-ratings (genres, ids, title, timestamp,
    rating), are stored in a random order, as TFDS stores them, and are described by TFDS's own
    DatasetInfo, so `tfds.builder("movielens/25m-ratings", data_dir=...)` reads them as the real thing.
@@ -18,7 +21,11 @@ Generate it (about 4 minutes and 4.4 GB of disk), then measure a run on it:
     /usr/bin/time -v python recommend.py --dataset 25m --data-dir /tmp/synthetic-25m --epochs 1 \\
         --user 1 --timings
 
-Smaller ones, for a quick look: --ratings 1000000 --users 6500 --movies 2500.
+Smaller ones, for a quick look: --ratings 1000000 --users 6500 --movies 2500. One shaped like MovieLens
+1M, with planted tastes, to measure quality on (docs/bigger-data.md):
+
+    python benchmarks/synthetic_movielens.py --data-dir /tmp/planted-1m --size 1m --ratings 1000209 \
+        --users 6040 --movies 3706 --taste 2
 """
 
 import argparse
@@ -58,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {folder} already exists; delete it or choose another --data-dir", file=sys.stderr)
             return 2
     rng = np.random.default_rng(args.seed)
-    users, movies = invent_ratings(rng, args.ratings, args.users, args.movies)
+    users, movies = invent_ratings(rng, args.ratings, args.users, args.movies, args.taste, args.taste_dim)
     genres = [rng.choice(21, size=rng.integers(1, 4), replace=False) for _ in range(args.movies)]
     years = rng.integers(1920, 2020, size=args.movies)
     titles = [
@@ -124,10 +131,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--users", type=int, default=MOVIELENS_25M["users"], help="default %(default)s")
     parser.add_argument("--movies", type=int, default=MOVIELENS_25M["movies"], help="default %(default)s")
     parser.add_argument("--seed", type=int, default=25, help="default %(default)s")
+    parser.add_argument(
+        "--taste",
+        type=float,
+        default=0.0,
+        help="how strongly hidden tastes steer each user's choices: 0, popularity alone; 2, strongly. "
+        "It scores every user against every movie: minutes for a 1M-shaped set, hours for 25M "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--taste-dim", type=int, default=16, help="numbers in each hidden taste vector (default %(default)s)"
+    )
     return parser
 
 
-def invent_ratings(rng: np.random.Generator, count: int, num_users: int, num_movies: int):
+def invent_ratings(
+    rng: np.random.Generator,
+    count: int,
+    num_users: int,
+    num_movies: int,
+    taste: float = 0.0,
+    taste_dim: int = 16,
+):
     """(user, movie) index pairs, COUNT of them, no pair twice, in a random order."""
     # Each user's number of ratings: the minimum plus a Pareto-distributed share of the rest, capped at
     # half the catalogue. Rounding down leaves ratings over; users below the cap take them one by one.
@@ -148,6 +173,10 @@ def invent_ratings(rng: np.random.Generator, count: int, num_users: int, num_mov
     # MovieLens 25M lists 3,376 movies (5.4%) that nobody rated; so does this one.
     popularity[rng.random(num_movies) < UNRATED_SHARE] = 0
     popularity /= popularity.sum()
+    if taste:
+        movies = draw_by_taste(rng, per_user, popularity, taste, taste_dim)
+        order = rng.permutation(count)
+        return users[order], movies[order]
     movies = rng.choice(num_movies, size=count, p=popularity).astype(np.int32)
     # A user drawing the same movie twice draws again, until no pair repeats. Popularity alone would
     # rarely find the movies left to a user who rates thousands, so after three rounds draws are uniform.
@@ -162,6 +191,24 @@ def invent_ratings(rng: np.random.Generator, count: int, num_users: int, num_mov
         movies[repeated] = rng.choice(num_movies, size=int(repeated.sum()), p=weights)
     order = rng.permutation(count)
     return users[order], movies[order]
+
+
+def draw_by_taste(rng, per_user: np.ndarray, popularity: np.ndarray, taste: float, dim: int) -> np.ndarray:
+    """Each user's movies, PER_USER[u] of them without repeats, drawn from popularity x exp(taste x
+    user . movie), the hidden vectors standard normal (the user's scaled to length about 1). Adding Gumbel
+    noise to the log weights and keeping each user's top ones draws exactly so, all users at once."""
+    user_tastes = rng.normal(size=(len(per_user), dim)) / np.sqrt(dim)
+    movie_tastes = rng.normal(size=(len(popularity), dim))
+    with np.errstate(divide="ignore"):  # a movie nobody rates has popularity 0: a key of -inf
+        log_popularity = np.log(popularity)
+    movies = []
+    for first in range(0, len(per_user), 1000):
+        users = slice(first, first + 1000)
+        keys = log_popularity + taste * (user_tastes[users] @ movie_tastes.T)
+        keys += rng.gumbel(size=keys.shape)
+        best_first = np.argsort(-keys, axis=1)
+        movies += [row[:count] for row, count in zip(best_first, per_user[users])]
+    return np.concatenate(movies).astype(np.int32)
 
 
 def write_prepared(data_dir: pathlib.Path, name: str, count: int, examples) -> None:

@@ -222,6 +222,7 @@ def run_load(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
             "--data-dir": args.data_dir is not None,
             "--dataset": args.dataset != "100k",
             "--distribute": args.distribute != "none",
+            "--optimizer": args.optimizer is not None,
             "--download-url": args.download_url is not None,
         }
     )
@@ -250,12 +251,13 @@ def run_evaluate(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.di
     options.check_data_dir(args.data_dir)
     if args.tensorboard is not None:
         tensorboard_log.check_tensorboard_dir(args.tensorboard)
+    recipe = options.recipe_from(args)
     data = download.load_movielens(args.data_dir, args.download_url, args.dataset)
     log = tensorboard_log_for(args) if distribute.is_chief(strategy) else None
     stopwatch.lap("load")
     repeat = args.repeat or 1
     seeds = list(range(args.seed, args.seed + repeat))
-    results = evaluation.evaluate(data, options.recipe_from(args), seeds, log, strategy)
+    results = evaluation.evaluate(data, recipe, seeds, log, strategy)
     stopwatch.lap("evaluation")
     if args.repeat is None:
         results["two_tower"] = results["two_tower"][0]
@@ -300,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.distribute != "none" and args.load_dir is not None:
             raise UsageError("--distribute trains, and --load-dir trains nothing")
+        options.check_optimizer(args)
         # A worker other than the first trains its share and leaves quietly: nothing on stdout or stderr.
         quiet = contextlib.ExitStack()
         if not distribute.is_chief(strategy):

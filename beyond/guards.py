@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 import recommend
+from beyond import tuned
 
 
 class UsageError(Exception):
@@ -48,16 +49,21 @@ def failure_reason(error: Exception) -> str:
 
 
 def train(model, data, recipe, seed: int, callbacks=()) -> None:
-    """The core's train(), reporting its progress on stderr and refusing a model that diverged."""
+    """The core's train() (or the tuned recipe's solver), reporting its progress on stderr, stopping once
+    the loss has converged when the recipe says when, and refusing a model that diverged."""
     loss = model.describe_loss(data) if hasattr(model, "describe_loss") else ""
-    recommend.progress(
-        f"Training on {data.num_ratings:,} ratings: {recipe.epochs} epoch{'s' if recipe.epochs > 1 else ''}, "
-        f"batches of {recipe.batch_size:,}, {recipe.optimizer.capitalize()} {recipe.learning_rate:g}{loss}"
-    )
+    recommend.progress(f"Training on {data.num_ratings:,} ratings: {tuned.describe_training(recipe)}{loss}")
     divergence = StopWhenDiverged()
+    converged_below = getattr(recipe, "converged_below", 0.0)
+    # EpochProgress puts each epoch's loss per rating in the logs the callbacks after it read.
+    stopping = [StopWhenConverged(converged_below)] if converged_below else []
     with stop_training_on_ctrl_c(model) as ctrl_c:
-        recommend.train(
-            model, data, recipe, seed, [ctrl_c, EpochProgress(data.num_ratings), divergence, *callbacks]
+        tuned.train(
+            model,
+            data,
+            recipe,
+            seed,
+            [ctrl_c, EpochProgress(data.num_ratings), divergence, *stopping, *callbacks],
         )
     # A model whose numbers have overflowed ranks movies by NaN: refuse it rather than report it.
     if divergence.diverged_in_epoch is not None or first_non_finite_weight(model) is not None:
@@ -111,6 +117,37 @@ class EpochProgress(tf.keras.callbacks.Callback):
 def batches_done(batch: int, params: dict) -> str:
     steps = params.get("steps")
     return f"{batch + 1:,}{f' of {steps:,}' if steps else ''} batches"
+
+
+class StopWhenConverged(tf.keras.callbacks.Callback):
+    """Stops training after the first epoch that changes the loss per rating by less than SHARE of it, and
+    says on stderr why training stopped, whether converged or out of epochs. (Either way: the loss it
+    reads leaves out the L2, so it can rise a little as a pass lowers the whole objective.)"""
+
+    def __init__(self, share: float):
+        super().__init__()
+        self.share = share
+        self.previous = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.model.stop_training or "loss" not in logs:  # stopped part way: not an epoch's loss
+            return
+        loss, previous, epochs = logs["loss"], self.previous, self.params["epochs"]
+        self.previous = loss
+        if previous is None:
+            return
+        change = (loss - previous) / abs(previous)
+        summary = f"the loss, {loss:.4f} per rating, changed by {change:+.3%} in epoch {epoch + 1}"
+        if abs(change) < self.share:
+            self.model.stop_training = True
+            recommend.progress(
+                f"  converged after epoch {epoch + 1} of at most {epochs}: {summary}, under {self.share * 100:g}%"
+            )
+        elif epoch + 1 == epochs:
+            recommend.progress(
+                f"  stopped at the most epochs, {epochs}, before converging: {summary}, not yet under "
+                f"{self.share * 100:g}%; a larger --epochs lets it go on"
+            )
 
 
 class StopWhenDiverged(tf.keras.callbacks.Callback):

@@ -63,14 +63,14 @@ def download_address(text: str) -> str:
 
 # The options that override a field of the recipe: (flag, type, Recipe field, metavar, help).
 RECIPE_OPTIONS = [
-    ("--epochs", positive_int, "epochs", "N", "passes over the ratings"),
+    ("--epochs", positive_int, "epochs", "N", "passes over the ratings; with --tuned, the most it may take"),
     ("--embedding-dim", positive_int, "embedding_dim", "N", "numbers per user and per movie embedding"),
     (
         "--learning-rate",
         positive_float,
         "learning_rate",
         "RATE",
-        "learning rate (Adagrad's; Adam's with --tuned)",
+        "learning rate of --optimizer adagrad or adam",
     ),
     ("--batch-size", positive_int, "batch_size", "N", "ratings per training step"),
 ]
@@ -143,9 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="train with the tuned recipe instead of the tutorial's (default: off)",
     )
     for flag, parse, name, metavar, meaning in RECIPE_OPTIONS:
-        tutorial, tuned_value = getattr(recommend.TUTORIAL, name), getattr(tuned.TUNED, name)
-        default = f"{tutorial:g}" + (f"; {tuned_value:g} with --tuned" if tuned_value != tutorial else "")
-        training.add_argument(flag, type=parse, metavar=metavar, help=f"{meaning} (default: {default})")
+        training.add_argument(
+            flag, type=parse, metavar=metavar, help=f"{meaning} (default: {defaults(name)})"
+        )
+    training.add_argument(
+        "--optimizer",
+        choices=("adagrad", "adam", "als"),
+        help="how the towers are trained: by Adagrad's or Adam's gradient steps, or, with --tuned, by "
+        "alternating least squares, which solves each user's and each movie's vector exactly in turn "
+        "(default: adagrad; als with --tuned)",
+    )
     training.add_argument(
         "--seed",
         type=seed_number,
@@ -211,13 +218,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def defaults(name: str) -> str:
+    """A recipe field's default for --help: the tutorial's, and the tuned recipe's where it differs."""
+    tutorial = getattr(recommend.TUTORIAL, name)
+    text = f"{tutorial:g}"
+    for recipe, flags in ((tuned.TUNED, "--tuned"), (tuned.TUNED_BY_ADAM, "--tuned --optimizer adam")):
+        if getattr(recipe, name) != tutorial:
+            text += f"; {getattr(recipe, name):g} with {flags}"
+    return text
+
+
+def check_optimizer(args: argparse.Namespace) -> None:
+    """Refuses alternating least squares where it cannot train."""
+    if args.optimizer == "als" and not args.tuned:
+        raise UsageError(
+            "--optimizer als needs --tuned: alternating least squares solves implicit ALS's loss, and the "
+            "tutorial's softmax has no such exact solution"
+        )
+    if args.tuned and args.optimizer in (None, "als") and args.distribute != "none" and args.load_dir is None:
+        raise UsageError(
+            "--tuned trains by alternating least squares, on one device; for --distribute, add "
+            "--optimizer adam, whose gradient steps tf.distribute shares out"
+        )
+
+
 def recipe_from(args: argparse.Namespace) -> recommend.Recipe:
     """The tutorial's or the tuned recipe, with whatever the command line set explicitly."""
-    base = tuned.TUNED if args.tuned else recommend.TUTORIAL
+    base = recommend.TUTORIAL
+    if args.tuned:
+        base = tuned.TUNED if args.optimizer in (None, "als") else tuned.TUNED_BY_ADAM
     overrides = {
-        name: getattr(args, name) for _, _, name, _, _ in RECIPE_OPTIONS if getattr(args, name) is not None
+        name: getattr(args, name)
+        for name in [name for _, _, name, _, _ in RECIPE_OPTIONS] + ["optimizer"]
+        if getattr(args, name) is not None
     }
-    return dataclasses.replace(base, **overrides)
+    recipe = dataclasses.replace(base, **overrides)
+    if recipe.optimizer == "als":
+        given = {"--learning-rate": args.learning_rate, "--batch-size": args.batch_size}
+        ignored = [flag for flag, value in given.items() if value is not None]
+        if ignored:
+            recommend.progress(
+                f"note: {', '.join(ignored)} ignored: alternating least squares takes no steps down a "
+                "gradient and no batches; it solves for each user and each movie in turn"
+            )
+    return recipe
 
 
 def describe_ids(ids) -> str:

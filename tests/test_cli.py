@@ -49,15 +49,24 @@ def test_tuned_training_recommends_too(tiny_tfds, capsys):
     )
     assert status == 0
     assert len(json.loads(out)["recommendations"]) == 3
-    assert "Adam 0.05" in err  # the tuned optimizer and rate, with the tutorial's overridden epochs
-    assert "2 epochs" in err
+    # The tuned recipe's solver, at most the overridden epochs, and why it stopped.
+    assert "at most 2 passes of alternating least squares, until one changes the loss by under 0.1%" in err
     assert "implicit ALS's loss over all 11 titles, each rating weighted by its stars" in err
+    assert re.search(r"\n  (converged after epoch \d of at most 2|stopped at the most epochs, 2,) ", err)
+
+
+def test_the_tuned_loss_can_be_trained_by_adam_instead(tiny_tfds, capsys):
+    question = ["--user", "1", "--k", "3", "--tuned", "--json", "--data-dir", tiny_tfds, "--epochs", "2"]
+    status, out, err = run(capsys, *question, "--optimizer", "adam")
+    assert status == 0
+    assert len(json.loads(out)["recommendations"]) == 3
+    # Adam's rate and batches in the tuned recipe, a fixed number of epochs, the same loss.
+    assert "2 epochs, batches of 100,000, Adam 0.05, implicit ALS's loss over all 11 titles" in err
+    assert "converged" not in err and "alternating" not in err
 
 
 def test_a_long_run_of_short_epochs_reports_every_tenth_and_the_last(tiny_tfds, capsys):
-    status, _, err = run(
-        capsys, "--user", "1", "--k", "3", "--tuned", "--data-dir", tiny_tfds, "--epochs", "25"
-    )
+    status, _, err = run(capsys, "--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--epochs", "25")
     assert status == 0
     reported = re.findall(r"  epoch (\d+)/25: loss", err)
     assert reported == ["1", "11", "21", "25"]

@@ -51,9 +51,12 @@ def test_mirrored_training_on_two_devices_learns_the_planted_tastes(tiny_tfds):
 
 
 def test_mirrored_evaluation_and_the_tuned_recipe_run_on_two_devices(tiny_tfds):
+    # The tuned loss by Adam's gradient steps, which the replicas share; its own solver is for one device.
     completed = on_two_devices(
         "--evaluate",
         "--tuned",
+        "--optimizer",
+        "adam",
         "--json",
         "--distribute",
         "mirrored",

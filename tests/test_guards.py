@@ -38,7 +38,7 @@ def diverging(tiny_tfds, *argv):
     return [*argv, *(tiny_tfds if part == "TINY" else part for part in DIVERGING)]
 
 
-@pytest.mark.parametrize("extra", [[], ["--json"], ["--tuned"]])
+@pytest.mark.parametrize("extra", [[], ["--json"], ["--tuned", "--optimizer", "adam"]])
 def test_a_learning_rate_far_too_large_stops_training_with_no_recommendations(extra, tiny_tfds, capsys):
     status, out, err = run(capsys, *diverging(tiny_tfds, "--user", "1", "--k", "3", *extra))
     assert_clear_failure(status, out, err, 1, "training diverged", "learning rate 1e+30", "--learning-rate")

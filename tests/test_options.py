@@ -35,6 +35,29 @@ def test_bad_options_are_refused_in_one_line(argv, fragment, capsys):
     assert_one_line_error(*run(capsys, "--user", "1", *argv), fragment)
 
 
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--optimizer", "als"], "--optimizer als needs --tuned"),
+        (["--tuned", "--distribute", "mirrored"], "for --distribute, add --optimizer adam"),
+        (["--tuned", "--optimizer", "als", "--distribute", "mirrored"], "on one device"),
+    ],
+)
+@pytest.mark.parametrize("question", [["--user", "1"], ["--evaluate"]])
+def test_alternating_least_squares_is_refused_where_it_cannot_train(question, argv, fragment, capsys):
+    # Refused before any data is read: there is no MovieLens where TFDS would look.
+    assert_one_line_error(*run(capsys, *question, "--data-dir", "/nonexistent/tfds", *argv), fragment)
+
+
+def test_a_learning_rate_or_batch_size_for_alternating_least_squares_is_noted_and_ignored(tiny_tfds, capsys):
+    question = ["--user", "1", "--k", "3", "--json", "--tuned", "--data-dir", tiny_tfds, "--epochs", "3"]
+    plain = run(capsys, *question)
+    flagged = run(capsys, *question, "--learning-rate", "1e30", "--batch-size", "2")
+    assert flagged[0] == 0 and flagged[1] == plain[1]  # the same recommendations, scores and all
+    note = "note: --learning-rate, --batch-size ignored: alternating least squares takes no steps"
+    assert flagged[2].startswith(note) and "note:" not in plain[2]
+
+
 def test_a_question_is_required(capsys):
     assert_one_line_error(
         *run(capsys), "one of the arguments --user --similar-to --liked --evaluate is required"
@@ -79,10 +102,11 @@ def test_help_shows_the_tutorial_defaults(capsys):
     words = " ".join(out.split())  # argparse wraps long help lines
     for default in (
         "(default: 10)",
-        "(default: 3; 100 with --tuned)",
+        "(default: 3; 15 with --tuned; 100 with --tuned --optimizer adam)",
         "(default: 64)",
-        "(default: 4096; 100000 with --tuned)",
-        "(default: 0.5; 0.05 with --tuned)",
+        "(default: 4096; 100000 with --tuned --optimizer adam)",
+        "(default: 0.5; 0.05 with --tuned --optimizer adam)",
+        "(default: adagrad; als with --tuned)",
         "(default: 42)",
     ):
         assert default in words

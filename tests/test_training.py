@@ -23,7 +23,7 @@ def train_tiny(recipe=TINY_RECIPE, seed=0, data=None) -> Trained:
     tf.keras.utils.set_random_seed(seed)
     user_ids_vocabulary, movie_titles_vocabulary = recommend.build_vocabularies(data)
     model = tuned.build_model(user_ids_vocabulary, movie_titles_vocabulary, data.catalogue, recipe)
-    recommend.train(model, data, recipe, seed)
+    tuned.train(model, data, recipe, seed)
     return Trained(recommend.build_index(model, data), data, model)
 
 

@@ -1,0 +1,216 @@
+"""Alternating least squares: the tuned recipe's loss minimised one side at a time (--tuned).
+
+Implicit ALS's loss (beyond/tuned.py) is a quadratic in each user's vector once the movies' vectors are
+fixed, and in each movie's once the users' are. So instead of Adam's small steps down the gradient, a
+pass solves for every user's best vector given the movies, then every movie's given the users, as Hu,
+Koren and Volinsky do, and as the `implicit` library does. A handful of passes converge, at any size.
+
+For a user u with rated movies m (weights w), the movies' vectors e and L2 lambda, the best vector x is
+
+    (G + sum over rated m of (w_m - 1) e_m e_m^T + lambda I) x  =  sum over rated m of w_m e_m,
+
+with G = (sum over every movie of e e^T), one matrix for all users. Each system is solved by a few steps
+of conjugate gradients started from the vector it had (implicit's method), which needs only products
+with the matrix, not the matrix: far fewer operations than forming it. Movies are solved the same way.
+
+    1. group_ratings: one side's ratings as padded rows, rows of similar length together, ready to solve in chunks
+    2. AlternatingLeastSquares: a Keras model whose one step solves one side, so that fit() runs a pass
+       per epoch and the progress lines, the stopping rules, Ctrl-C and TensorBoard work as with Adam
+    3. train: the core's train() for --tuned: the embedding tables of the towers are what it solves
+
+    python recommend.py --user 42 --tuned
+    python recommend.py --dataset 25m --data-dir synthetic-25m --tuned --user 1 --timings
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+import recommend
+
+# Padded lengths grow by about a quarter from one to the next, so padding adds about a tenth to the work.
+LENGTH_GROWTH = 1.25
+# Ratings solved together: their gathered vectors (64 numbers each, 4 MB for 16,384) stay in the
+# processor's cache through every step of the solve. Ten times more ran three times slower (docs/speed.md).
+RATINGS_PER_CHUNK = 16_384
+CONJUGATE_GRADIENT_STEPS = 3  # implicit's default: from the last pass's vector, three steps come close
+
+
+@dataclasses.dataclass(frozen=True)
+class Side:
+    """One side's ratings (users' or movies'), ready to solve a chunk at a time. Chunk c solves the
+    chunks[c, 1] rows from rows[chunks[c, 0]], each of which rated chunks[c, 2] rows of the other table (the
+    padded length): their columns and weights are columns[chunks[c, 3]:] and weights[chunks[c, 3]:], one
+    padded row after another. Padding rates row 0 with weight 0."""
+
+    rows: tf.Tensor  # int32: the rows of the table solved, chunk after chunk
+    columns: tf.Tensor  # int32: the other table's rows they rated
+    weights: tf.Tensor  # float32: those ratings' weights
+    chunks: tf.Tensor  # int32 [chunks, 4]: first row, rows, padded length, first column
+    solved_rows: np.ndarray  # the rows with ratings; the others' best vector is 0
+    total_weight: float  # the sum of the weights: the loss when every score is 0
+
+
+def group_ratings(rows: np.ndarray, other_rows: np.ndarray, weights: np.ndarray, table_size: int) -> Side:
+    """Groups the ratings (rows[i] rated other_rows[i] with weights[i]) by row: each row's ratings padded
+    to the next length of a geometric series, rows of the same padded length together, in chunks."""
+    counts = np.bincount(rows, minlength=table_size)
+    solved_rows = np.flatnonzero(counts)
+    lengths = padded_lengths(int(counts.max()))
+    padded = lengths[np.searchsorted(lengths, counts[solved_rows])]
+    by_length = np.argsort(padded, kind="stable")
+    solved_rows, padded = solved_rows[by_length], padded[by_length]
+    # A rating's place in the padded layout: its row's first place, plus how many of the row's ratings
+    # come before it in the order of a sort by row. On 25 million ratings every array here is 100 MB or
+    # 200 MB, so they are made in place, as 32-bit numbers, and dropped as soon as they are used.
+    shift = np.zeros(table_size, np.int64)
+    shift[solved_rows] = np.cumsum(padded) - padded
+    shift -= np.cumsum(counts) - counts
+    order = np.argsort(rows)
+    place = np.empty(len(rows), np.int32)
+    place[order] = np.arange(len(rows), dtype=np.int32)
+    del order
+    place += shift.astype(np.int32)[rows]
+    columns = np.zeros(int(padded.sum()), np.int32)
+    columns[place] = other_rows
+    padded_weights = np.zeros(len(columns), np.float32)
+    padded_weights[place] = weights
+    del place
+    chunks = []
+    first_places = np.cumsum(padded) - padded
+    for length in np.unique(padded):
+        first, last = np.searchsorted(padded, [length, length + 1])
+        rows_per_chunk = max(1, RATINGS_PER_CHUNK // int(length))
+        for row in range(first, last, rows_per_chunk):
+            chunks.append((row, min(rows_per_chunk, last - row), length, first_places[row]))
+    return Side(
+        tf.constant(solved_rows, tf.int32),
+        tf.constant(columns),
+        tf.constant(padded_weights),
+        tf.constant(np.array(chunks, np.int64).reshape(-1, 4), tf.int32),
+        solved_rows,
+        float(weights.sum(dtype=np.float64)),
+    )
+
+
+def padded_lengths(longest: int) -> np.ndarray:
+    lengths, length = [], 1
+    while not lengths or lengths[-1] < longest:
+        lengths.append(length)
+        length = max(length + 1, int(np.ceil(length * LENGTH_GROWTH)))
+    return np.array(lengths)
+
+
+class AlternatingLeastSquares(tf.keras.Model):
+    """Solves the user table given the movie table (step 0 of an epoch), then the movie table given the
+    user table (step 1). The loss it reports is the one a pass ends at, as implicit ALS's loss without
+    the L2 (the sum an Adam epoch reports): Keras's summed_loss, which the progress lines divide by the
+    number of ratings."""
+
+    def __init__(
+        self, user_table: tf.Variable, movie_table: tf.Variable, users: Side, movies: Side, l2: float
+    ):
+        super().__init__()
+        self.tables = (user_table, movie_table)
+        self.sides = (users, movies)
+        self.l2 = l2
+        self.summed_loss = tf.keras.metrics.Sum(name="summed_loss")
+
+    @property
+    def metrics(self):
+        return [self.summed_loss]
+
+    def train_step(self, side_number):
+        user_table, movie_table = self.tables
+        loss = tf.cond(
+            tf.equal(side_number, 0),
+            lambda: self.solve(user_table, movie_table, self.sides[0]),
+            lambda: self.solve(movie_table, user_table, self.sides[1]),
+        )
+        # The pass's loss is the loss once the movies are solved too.
+        self.summed_loss.update_state(tf.where(tf.equal(side_number, 1), loss, 0.0))
+        return {"summed_loss": self.summed_loss.result(), "loss": loss}
+
+    def solve(self, table: tf.Variable, other: tf.Variable, ratings: Side) -> tf.Tensor:
+        """Replaces each row of TABLE that has ratings by its best vector given OTHER, a chunk at a time;
+        returns the loss (without the L2) once they are."""
+        other_vectors = other.read_value()
+        dim = tf.shape(other_vectors)[1]
+        system = tf.matmul(other_vectors, other_vectors, transpose_a=True) + self.l2 * tf.eye(dim)
+        start = tf.gather(table, ratings.rows)
+        solved = tf.TensorArray(tf.float32, size=tf.shape(ratings.chunks)[0], infer_shape=False)
+
+        def solve_chunk(chunk, solved, loss):
+            first_row, count, length, first_column = tf.unstack(ratings.chunks[chunk])
+            size = count * length
+            vectors, chunk_loss = conjugate_gradient(
+                other_vectors,
+                system,
+                self.l2,
+                start[first_row : first_row + count],
+                tf.reshape(ratings.columns[first_column : first_column + size], [count, length]),
+                tf.reshape(ratings.weights[first_column : first_column + size], [count, length]),
+            )
+            return chunk + 1, solved.write(chunk, vectors), loss + chunk_loss
+
+        # Two chunks at once keep both processors busy: each chunk's work is a row of small products.
+        _, solved, loss = tf.while_loop(
+            lambda chunk, *_: chunk < solved.size(), solve_chunk, (0, solved, 0.0), parallel_iterations=2
+        )
+        table.scatter_update(tf.IndexedSlices(solved.concat(), ratings.rows))
+        return ratings.total_weight + loss
+
+
+def conjugate_gradient(other_vectors, system, l2, x, columns, weights):
+    """A few conjugate-gradient steps on each row's system A x = b, from X; the new X and the rows' part of
+    the loss, x^T A x - 2 b . x - lambda |x|^2 (the sum of the weights, the rest of it, is added once)."""
+    rated = tf.gather(other_vectors, columns)  # [rows, length, dim]
+    extra = tf.where(weights > 0, weights - 1.0, 0.0)  # a rated movie's weight beyond an unrated one's
+
+    def times_a(vectors):
+        scores = tf.linalg.matvec(rated, vectors)
+        return tf.matmul(vectors, system) + tf.linalg.matvec(rated, extra * scores, transpose_a=True)
+
+    b = tf.linalg.matvec(rated, weights, transpose_a=True)
+    residual = b - times_a(x)
+    direction = residual
+    residual_norm = tf.reduce_sum(tf.square(residual), axis=1, keepdims=True)
+    for _ in range(CONJUGATE_GRADIENT_STEPS):
+        a_direction = times_a(direction)
+        curvature = tf.reduce_sum(direction * a_direction, axis=1, keepdims=True)
+        step = tf.math.divide_no_nan(residual_norm, curvature)  # 0 once a row is solved exactly
+        x += step * direction
+        residual -= step * a_direction
+        new_norm = tf.reduce_sum(tf.square(residual), axis=1, keepdims=True)
+        direction = residual + tf.math.divide_no_nan(new_norm, residual_norm) * direction
+        residual_norm = new_norm
+    # With the residual r = b - A x, x^T A x - 2 b . x = -x . (b + r).
+    loss = -tf.reduce_sum(x * (b + residual)) - l2 * tf.reduce_sum(tf.square(x))
+    return x, loss
+
+
+def train(
+    model, data: recommend.MovieLens, weights: np.ndarray, l2: float, epochs: int, callbacks=()
+) -> None:
+    """Fits the towers' embedding tables to implicit ALS's loss, WEIGHTS being each rating's weight and L2
+    its lambda, in at most EPOCHS passes. `callbacks` are Keras's, as for the core's train()."""
+    user_rows = embedding_rows(model.user_model, data.users)[data.rating_users]
+    movie_rows = embedding_rows(model.movie_model, data.titles)[data.rating_titles]
+    user_table, movie_table = model.user_model.layers[-1].embeddings, model.movie_model.layers[-1].embeddings
+    users = group_ratings(user_rows, movie_rows, weights, user_table.shape[0])
+    movies = group_ratings(movie_rows, user_rows, weights, movie_table.shape[0])
+    # A row nobody rated (the unknown row, a user or movie seen only in a test set) is best at 0, and
+    # zeroed now it adds nothing to the other side's G, which sums over every row.
+    for table, ratings in ((user_table, users), (movie_table, movies)):
+        keep = np.zeros(table.shape[0], np.float32)
+        keep[ratings.solved_rows] = 1.0
+        table.assign(table * keep[:, np.newaxis])
+    solver = AlternatingLeastSquares(user_table, movie_table, users, movies, l2)
+    solver.compile()
+    solver.fit(tf.data.Dataset.range(2), epochs=epochs, verbose=0, callbacks=list(callbacks))
+
+
+def embedding_rows(tower: tf.keras.Model, keys: np.ndarray) -> np.ndarray:
+    """Each key's row in the tower's embedding table: what its StringLookup maps it to."""
+    return tower.layers[0](tf.constant(keys)).numpy().astype(np.int32)
