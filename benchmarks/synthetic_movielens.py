@@ -174,7 +174,10 @@ def invent_ratings(
     popularity[rng.random(num_movies) < UNRATED_SHARE] = 0
     popularity /= popularity.sum()
     if taste:
-        movies = draw_by_taste(rng, per_user, popularity, taste, taste_dim)
+        # Standard normal hidden vectors, the users' scaled to a length of about 1.
+        user_tastes = rng.normal(size=(num_users, taste_dim)) / np.sqrt(taste_dim)
+        movie_tastes = rng.normal(size=(num_movies, taste_dim))
+        movies = draw_by_taste(rng, per_user, popularity, taste * user_tastes, movie_tastes)
         order = rng.permutation(count)
         return users[order], movies[order]
     movies = rng.choice(num_movies, size=count, p=popularity).astype(np.int32)
@@ -193,18 +196,16 @@ def invent_ratings(
     return users[order], movies[order]
 
 
-def draw_by_taste(rng, per_user: np.ndarray, popularity: np.ndarray, taste: float, dim: int) -> np.ndarray:
-    """Each user's movies, PER_USER[u] of them without repeats, drawn from popularity x exp(taste x
-    user . movie), the hidden vectors standard normal (the user's scaled to length about 1). Adding Gumbel
-    noise to the log weights and keeping each user's top ones draws exactly so, all users at once."""
-    user_tastes = rng.normal(size=(len(per_user), dim)) / np.sqrt(dim)
-    movie_tastes = rng.normal(size=(len(popularity), dim))
+def draw_by_taste(rng, per_user: np.ndarray, popularity: np.ndarray, user_tastes, movie_tastes) -> np.ndarray:
+    """Each user's movies, PER_USER[u] of them without repeats, drawn from popularity x exp(user . movie)
+    for the rows of USER_TASTES and MOVIE_TASTES. Adding Gumbel noise to the log weights and keeping each
+    user's top ones draws exactly so (the Gumbel top-k trick), a thousand users at a time."""
     with np.errstate(divide="ignore"):  # a movie nobody rates has popularity 0: a key of -inf
         log_popularity = np.log(popularity)
     movies = []
     for first in range(0, len(per_user), 1000):
         users = slice(first, first + 1000)
-        keys = log_popularity + taste * (user_tastes[users] @ movie_tastes.T)
+        keys = log_popularity + user_tastes[users] @ movie_tastes.T
         keys += rng.gumbel(size=keys.shape)
         best_first = np.argsort(-keys, axis=1)
         movies += [row[:count] for row, count in zip(best_first, per_user[users])]

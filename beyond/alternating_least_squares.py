@@ -23,6 +23,7 @@ with the matrix, not the matrix: far fewer operations than forming it. Movies ar
 """
 
 import dataclasses
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -32,8 +33,10 @@ import recommend
 # Padded lengths grow by about a quarter from one to the next, so padding adds about a tenth to the work.
 LENGTH_GROWTH = 1.25
 # Ratings solved together: their gathered vectors (64 numbers each, 4 MB for 16,384) stay in the
-# processor's cache through every step of the solve. Ten times more ran three times slower (docs/speed.md).
+# processor's cache through every step of the solve; a million at a time ran three times slower
+# (docs/bigger-data.md).
 RATINGS_PER_CHUNK = 16_384
+GROUPING_REPORTED_AFTER_SECONDS = 2  # 15 s on 25M: said, so that the first pass's line is not long awaited
 CONJUGATE_GRADIENT_STEPS = 3  # implicit's default: from the last pass's vector, three steps come close
 
 
@@ -195,11 +198,15 @@ def train(
 ) -> None:
     """Fits the towers' embedding tables to implicit ALS's loss, WEIGHTS being each rating's weight and L2
     its lambda, in at most EPOCHS passes. `callbacks` are Keras's, as for the core's train()."""
+    started = time.perf_counter()
     user_rows = embedding_rows(model.user_model, data.users)[data.rating_users]
     movie_rows = embedding_rows(model.movie_model, data.titles)[data.rating_titles]
     user_table, movie_table = model.user_model.layers[-1].embeddings, model.movie_model.layers[-1].embeddings
     users = group_ratings(user_rows, movie_rows, weights, user_table.shape[0])
     movies = group_ratings(movie_rows, user_rows, weights, movie_table.shape[0])
+    del user_rows, movie_rows, weights  # 300 MB on 25M, and the solver has its own copy now
+    if time.perf_counter() - started >= GROUPING_REPORTED_AFTER_SECONDS:
+        recommend.progress(f"  ratings grouped by user and by movie ({time.perf_counter() - started:.1f}s)")
     # A row nobody rated (the unknown row, a user or movie seen only in a test set) is best at 0, and
     # zeroed now it adds nothing to the other side's G, which sums over every row.
     for table, ratings in ((user_table, users), (movie_table, movies)):

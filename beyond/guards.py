@@ -166,13 +166,17 @@ class StopWhenDiverged(tf.keras.callbacks.Callback):
 
 
 class StopOnCtrlC(tf.keras.callbacks.Callback):
-    """Keeps a Ctrl-C pressed before training began: fit() resets model.stop_training as it starts."""
+    """Keeps a Ctrl-C pressed before training began: fit() resets model.stop_training as it starts. And
+    stops the model fit() is training after the step a Ctrl-C came in, when that is not the model the
+    Ctrl-C stopped (the tuned recipe's solver trains the towers' tables from a model of its own)."""
 
     interrupted = False
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.interrupted:
             self.model.stop_training = True
+
+    on_train_batch_end = on_train_batch_begin
 
 
 @contextlib.contextmanager

@@ -1,19 +1,21 @@
-"""The tuned recipe: implicit ALS's loss over the whole catalogue, trained by Adam (--tuned).
+"""The tuned recipe: implicit ALS's loss over the whole catalogue, solved by alternating least squares.
 
 The tutorial trains on an in-batch softmax: each rating's movie must outscore the other movies of its
 batch. The tuned recipe asks instead that every user's score for every movie of the catalogue be near 1
 if they rated it and near 0 if not (Hu, Koren and Volinsky's implicit ALS), each rating weighted by its
 stars. All movies are then negatives of every user, so there is no sampling bias to correct, and the
-loss has one minimum to converge to. It was chosen on validation folds carved from the training data;
-docs/tuned-recipe.md has the search and its numbers.
+loss is a quadratic in each user's vector and in each movie's: beyond/alternating_least_squares.py
+solves it a side at a time, in a handful of passes at any size. It was chosen on validation folds
+carved from the training data; docs/tuned-recipe.md has the search and its numbers.
 
-    1. TunedRecipe and TUNED: the tutorial's Recipe, plus ALS's weights and L2
+    1. TunedRecipe and TUNED: the tutorial's Recipe, plus ALS's weights and L2, and when it has converged
     2. ImplicitALSModel: the core's MovieLensModel, training on implicit_als_loss
     3. rating_weights: each rating's weight, from its stars
-    4. build_model: the towers for either recipe
+    4. build_model and train: the towers for either recipe, and the solver or the core's train()
 
     python recommend.py --user 42 --tuned
     python recommend.py --evaluate --tuned
+    python recommend.py --evaluate --tuned --optimizer adam    # the same loss by Adam's steps
 """
 
 import dataclasses
@@ -181,8 +183,11 @@ def build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue, recipe)
 def train(model, data: recommend.MovieLens, recipe: recommend.Recipe, seed: int, callbacks=()) -> None:
     """The core's train(), or for the tuned recipe's alternating least squares, its solver."""
     if isinstance(recipe, TunedRecipe) and recipe.optimizer == "als":
-        weights = rating_weights(data, recipe)
-        alternating_least_squares.train(model, data, weights, recipe.embedding_l2, recipe.epochs, callbacks)
+        # Handed over, not kept here, so that the solver can let go of them once it has its own copy.
+        weights = [rating_weights(data, recipe)]
+        alternating_least_squares.train(
+            model, data, weights.pop(), recipe.embedding_l2, recipe.epochs, callbacks
+        )
     else:
         recommend.train(model, data, recipe, seed, callbacks)
 

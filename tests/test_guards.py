@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import types
 
 import pytest
 import tensorflow as tf
@@ -252,6 +253,19 @@ def test_the_unexpected_error_message_in_a_real_process(tiny_tfds, tmp_path):
     assert completed.stderr.startswith("recommend.py: ")
 
 
+def test_a_ctrl_c_stops_whichever_model_fit_trains_after_its_step():
+    # The tuned recipe's solver is a Keras model of its own: the Ctrl-C handler stops the two towers'
+    # model, and the callback stops the solver at the end of the step it came in.
+    solver = types.SimpleNamespace(stop_training=False)
+    ctrl_c = guards.StopOnCtrlC()
+    ctrl_c.set_model(solver)
+    ctrl_c.on_train_batch_end(0)
+    assert not solver.stop_training
+    ctrl_c.interrupted = True
+    ctrl_c.on_train_batch_end(1)
+    assert solver.stop_training
+
+
 def test_ctrl_c_in_training_asks_keras_to_stop_then_interrupts_and_a_second_one_stops_at_once():
     class Model:
         stop_training = False
@@ -267,3 +281,34 @@ def test_ctrl_c_in_training_asks_keras_to_stop_then_interrupts_and_a_second_one_
             os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGINT)
             pytest.fail("the second Ctrl-C must interrupt at once")
+
+
+def stopping_after(losses: list[float], share: float, capsys) -> tuple[int | None, str]:
+    """Feeds the epochs' losses to StopWhenConverged; the epoch it stopped after, and what it said."""
+    callback = guards.StopWhenConverged(share)
+    callback.set_model(types.SimpleNamespace(stop_training=False))
+    callback.set_params({"epochs": len(losses)})
+    for epoch, loss in enumerate(losses):
+        callback.on_epoch_end(epoch, {"loss": loss})
+        if callback.model.stop_training:
+            return epoch + 1, capsys.readouterr().err
+    return None, capsys.readouterr().err
+
+
+def test_training_stops_at_the_first_epoch_that_changes_the_loss_by_under_the_share(capsys):
+    # 10 -> 8 is -20%, 8 -> 7.9 is -1.25%: under 5%, so it stops after epoch 3 of 4.
+    stopped, err = stopping_after([10.0, 8.0, 7.9, 7.8], 0.05, capsys)
+    assert stopped == 3
+    assert err == (
+        "  converged after epoch 3 of at most 4: the loss, 7.9000 per rating, changed by -1.250% in epoch 3,"
+        " under 5%\n"
+    )
+    # A loss that rises by more than the share is not converged either (it leaves out the L2).
+    assert stopping_after([10.0, 11.0, 9.0], 0.05, capsys)[0] is None
+
+
+def test_running_out_of_epochs_before_converging_is_said_too(capsys):
+    stopped, err = stopping_after([10.0, 8.0, 7.5], 0.05, capsys)
+    assert stopped is None
+    assert err.startswith("  stopped at the most epochs, 3, before converging: the loss, 7.5000 per rating,")
+    assert "changed by -6.250% in epoch 3, not yet under 5%; a larger --epochs lets it go on" in err

@@ -1,6 +1,7 @@
 """The synthetic MovieLens of benchmarks/synthetic_movielens.py: TFDS reads it as MovieLens 25M, and its
 ratings have the shape the generator promises."""
 
+import json
 import os
 import sys
 
@@ -79,6 +80,41 @@ def test_popularity_has_a_head_and_movies_nobody_rated():
     assert np.sort(counts)[-20:].sum() > 0.05 * 200_000
     unrated = np.count_nonzero(counts == 0) / 2000
     assert 0.03 < unrated < 0.08  # 5.4% were given no popularity at all
+
+
+def test_planted_tastes_decide_what_each_user_rates():
+    # One hidden number each: users +1 or -1, movies +1 (even ones) or -1 (odd ones). At a taste of 10 a
+    # matching movie is e^20 times likelier than the others, so every pick matches, however popular.
+    rng = np.random.default_rng(0)
+    user_tastes = np.where(np.arange(40) % 2, -10.0, 10.0)[:, np.newaxis]
+    movie_tastes = np.where(np.arange(100) % 2, -1.0, 1.0)[:, np.newaxis]
+    per_user = np.full(40, 30)
+    popularity = 1.0 / (np.arange(100) + 1.0)
+    popularity[[7, 8]] = 0  # never rated, however well they match
+    popularity /= popularity.sum()
+    movies = synthetic_movielens.draw_by_taste(rng, per_user, popularity, user_tastes, movie_tastes)
+    users = np.repeat(np.arange(40), 30)
+    assert len(movies) == 1200 and len(set(zip(users, movies))) == 1200  # no pair twice
+    assert ((movies % 2) == (users % 2)).all()
+    assert not np.isin(movies, [7, 8]).any()
+    # With no taste, popularity alone decides: both halves are drawn from, and the head most.
+    plain = synthetic_movielens.draw_by_taste(rng, per_user, popularity, 0 * user_tastes, movie_tastes)
+    assert 0.3 < np.mean(plain % 2) < 0.7
+    counts = np.bincount(plain, minlength=100)
+    assert counts[0] > 30 and counts[0] > counts[50:].max()  # most users' 30 of 98 hold the most popular
+
+
+def test_a_planted_set_is_written_and_most_popular_misses_what_the_two_towers_find(tmp_path, capsys):
+    data_dir = str(tmp_path)
+    planted = ["--size", "1m", "--ratings", "20000", "--users", "200", "--movies", "400", "--taste", "3"]
+    assert synthetic_movielens.main(["--data-dir", data_dir, *planted]) == 0
+    capsys.readouterr()
+    status = recommend.main(["--dataset", "1m", "--data-dir", data_dir, "--evaluate", "--tuned", "--json"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    results = json.loads(out)
+    # 100 ratings a user: enough for the tuned recipe's L2 of 50, which 30 a user would drown.
+    assert results["two_tower"]["ndcg_at_10"] > 2 * results["most_popular"]["ndcg_at_10"]
 
 
 def test_recommend_trains_on_it_as_movielens_25m(synthetic, capsys):
