@@ -2,24 +2,27 @@
 
 Implicit ALS's loss (beyond/tuned.py) is a quadratic in each user's vector once the movies' vectors are
 fixed, and in each movie's once the users' are. So instead of Adam's small steps down the gradient, a
-pass solves for every user's best vector given the movies, then every movie's given the users, as Hu,
-Koren and Volinsky do, and as the `implicit` library does. A handful of passes converge, at any size.
+pass moves every user's vector to (nearly) its best given the movies, then every movie's given the
+users, as Hu, Koren and Volinsky do, and as the `implicit` library does. A handful of passes converge,
+at any size.
 
 For a user u with rated movies m (weights w), the movies' vectors e and L2 lambda, the best vector x is
 
     (G + sum over rated m of (w_m - 1) e_m e_m^T + lambda I) x  =  sum over rated m of w_m e_m,
 
-with G = (sum over every movie of e e^T), one matrix for all users. Each system is solved by a few steps
-of conjugate gradients started from the vector it had (implicit's method), which needs only products
-with the matrix, not the matrix: far fewer operations than forming it. Movies are solved the same way.
+with G = (sum over every movie of e e^T), one matrix for all users. Each system is solved nearly, by
+three steps of conjugate gradients from the vector it had (implicit's method): they need products with
+each user's matrix, never the matrix itself, which takes more work to form than the three steps take.
+Movies are solved the same way.
 
-    1. group_ratings: one side's ratings as padded rows, rows of similar length together, ready to solve in chunks
+    1. group_ratings: one side's ratings as padded rows, rows of a length together, solved in chunks
     2. AlternatingLeastSquares: a Keras model whose one step solves one side, so that fit() runs a pass
        per epoch and the progress lines, the stopping rules, Ctrl-C and TensorBoard work as with Adam
     3. train: the core's train() for --tuned: the embedding tables of the towers are what it solves
 
     python recommend.py --user 42 --tuned
-    python recommend.py --dataset 25m --data-dir synthetic-25m --tuned --user 1 --timings
+    python benchmarks/synthetic_movielens.py --data-dir /tmp/synthetic-25m    # a 25M to try it on
+    python recommend.py --dataset 25m --data-dir /tmp/synthetic-25m --tuned --user 1 --timings
 """
 
 import dataclasses
@@ -36,19 +39,20 @@ LENGTH_GROWTH = 1.25
 # processor's cache through every step of the solve; a million at a time ran three times slower
 # (docs/bigger-data.md).
 RATINGS_PER_CHUNK = 16_384
-GROUPING_REPORTED_AFTER_SECONDS = 2  # 15 s on 25M: said, so that the first pass's line is not long awaited
+# Grouping 25M takes 15 s; a line saying so explains the wait for the first pass's.
+GROUPING_REPORTED_AFTER_SECONDS = 2
 CONJUGATE_GRADIENT_STEPS = 3  # implicit's default: from the last pass's vector, three steps come close
 
 
 @dataclasses.dataclass(frozen=True)
 class Side:
     """One side's ratings (users' or movies'), ready to solve a chunk at a time. Chunk c solves the
-    chunks[c, 1] rows from rows[chunks[c, 0]], each of which rated chunks[c, 2] rows of the other table (the
-    padded length): their columns and weights are columns[chunks[c, 3]:] and weights[chunks[c, 3]:], one
-    padded row after another. Padding rates row 0 with weight 0."""
+    chunks[c, 1] rows from rows[chunks[c, 0]], each padded to chunks[c, 2] ratings: the other table's rows
+    they rated and their weights are other_rows[chunks[c, 3]:] and weights[chunks[c, 3]:], one padded row
+    after another. Padding rates row 0 with weight 0."""
 
-    rows: tf.Tensor  # int32: the rows of the table solved, chunk after chunk
-    columns: tf.Tensor  # int32: the other table's rows they rated
+    rows: tf.Tensor  # int32: the rows of the table solved, chunk after chunk (solved_rows, as a tensor)
+    other_rows: tf.Tensor  # int32: the other table's rows they rated
     weights: tf.Tensor  # float32: those ratings' weights
     chunks: tf.Tensor  # int32 [chunks, 4]: first row, rows, padded length, first column
     solved_rows: np.ndarray  # the rows with ratings; the others' best vector is 0
@@ -75,9 +79,9 @@ def group_ratings(rows: np.ndarray, other_rows: np.ndarray, weights: np.ndarray,
     place[order] = np.arange(len(rows), dtype=np.int32)
     del order
     place += shift.astype(np.int32)[rows]
-    columns = np.zeros(int(padded.sum()), np.int32)
-    columns[place] = other_rows
-    padded_weights = np.zeros(len(columns), np.float32)
+    padded_other_rows = np.zeros(int(padded.sum()), np.int32)
+    padded_other_rows[place] = other_rows
+    padded_weights = np.zeros(len(padded_other_rows), np.float32)
     padded_weights[place] = weights
     del place
     chunks = []
@@ -89,7 +93,7 @@ def group_ratings(rows: np.ndarray, other_rows: np.ndarray, weights: np.ndarray,
             chunks.append((row, min(rows_per_chunk, last - row), length, first_places[row]))
     return Side(
         tf.constant(solved_rows, tf.int32),
-        tf.constant(columns),
+        tf.constant(padded_other_rows),
         tf.constant(padded_weights),
         tf.constant(np.array(chunks, np.int64).reshape(-1, 4), tf.int32),
         solved_rows,
@@ -98,6 +102,7 @@ def group_ratings(rows: np.ndarray, other_rows: np.ndarray, weights: np.ndarray,
 
 
 def padded_lengths(longest: int) -> np.ndarray:
+    """The lengths rows are padded to, up to the first at least LONGEST: 1, 2, 3, 4, 5, 7, 9, 12, ..."""
     lengths, length = [], 1
     while not lengths or lengths[-1] < longest:
         lengths.append(length)
@@ -139,25 +144,27 @@ class AlternatingLeastSquares(tf.keras.Model):
         """Replaces each row of TABLE that has ratings by its best vector given OTHER, a chunk at a time;
         returns the loss (without the L2) once they are."""
         other_vectors = other.read_value()
-        dim = tf.shape(other_vectors)[1]
-        system = tf.matmul(other_vectors, other_vectors, transpose_a=True) + self.l2 * tf.eye(dim)
+        embedding_dim = tf.shape(other_vectors)[1]
+        gram = tf.matmul(other_vectors, other_vectors, transpose_a=True)
+        system = gram + self.l2 * tf.eye(embedding_dim)
         start = tf.gather(table, ratings.rows)
         solved = tf.TensorArray(tf.float32, size=tf.shape(ratings.chunks)[0], infer_shape=False)
 
         def solve_chunk(chunk, solved, loss):
-            first_row, count, length, first_column = tf.unstack(ratings.chunks[chunk])
+            first_row, count, length, first_place = tf.unstack(ratings.chunks[chunk])
             size = count * length
             vectors, chunk_loss = conjugate_gradient(
                 other_vectors,
                 system,
                 self.l2,
                 start[first_row : first_row + count],
-                tf.reshape(ratings.columns[first_column : first_column + size], [count, length]),
-                tf.reshape(ratings.weights[first_column : first_column + size], [count, length]),
+                tf.reshape(ratings.other_rows[first_place : first_place + size], [count, length]),
+                tf.reshape(ratings.weights[first_place : first_place + size], [count, length]),
             )
             return chunk + 1, solved.write(chunk, vectors), loss + chunk_loss
 
-        # Two chunks at once keep both processors busy: each chunk's work is a row of small products.
+        # Two chunks at a time: each is a string of small operations, and the second fills the other core
+        # of this 2-core machine (a side of 25M took 3.0 s so, 4.7 s one chunk at a time).
         _, solved, loss = tf.while_loop(
             lambda chunk, *_: chunk < solved.size(), solve_chunk, (0, solved, 0.0), parallel_iterations=2
         )
@@ -165,11 +172,12 @@ class AlternatingLeastSquares(tf.keras.Model):
         return ratings.total_weight + loss
 
 
-def conjugate_gradient(other_vectors, system, l2, x, columns, weights):
+def conjugate_gradient(other_vectors, system, l2, x, other_rows, weights):
     """A few conjugate-gradient steps on each row's system A x = b, from X; the new X and the rows' part of
     the loss, x^T A x - 2 b . x - lambda |x|^2 (the sum of the weights, the rest of it, is added once)."""
-    rated = tf.gather(other_vectors, columns)  # [rows, length, dim]
-    extra = tf.where(weights > 0, weights - 1.0, 0.0)  # a rated movie's weight beyond an unrated one's
+    rated = tf.gather(other_vectors, other_rows)  # [rows, length, embedding_dim]
+    # A rated movie's weight beyond an unrated one's; padding (weight 0) must add nothing, not -e e^T.
+    extra = tf.where(weights > 0, weights - 1.0, 0.0)
 
     def times_a(vectors):
         scores = tf.linalg.matvec(rated, vectors)
@@ -208,7 +216,7 @@ def train(
     if time.perf_counter() - started >= GROUPING_REPORTED_AFTER_SECONDS:
         recommend.progress(f"  ratings grouped by user and by movie ({time.perf_counter() - started:.1f}s)")
     # A row nobody rated (the unknown row, a user or movie seen only in a test set) is best at 0, and
-    # zeroed now it adds nothing to the other side's G, which sums over every row.
+    # zeroed now, it adds nothing to the other side's G, which sums over every row.
     for table, ratings in ((user_table, users), (movie_table, movies)):
         keep = np.zeros(table.shape[0], np.float32)
         keep[ratings.solved_rows] = 1.0

@@ -159,7 +159,7 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.d
 
     # One seed for Python, numpy and TensorFlow: the embeddings' starting values and the shuffling. On a
     # CPU that is enough for identical answers run after run (op determinism cost half again the time).
-    big_data.check_memory(recipe, len(rated_counts), catalogue_size)
+    big_data.check_memory(recipe, len(rated_counts), catalogue_size, data.num_ratings)
     tf.keras.utils.set_random_seed(args.seed)
     user_ids_vocabulary, movie_titles_vocabulary = recommend.build_vocabularies(data)  # 2
     stopwatch.lap("vocabularies")

@@ -50,7 +50,7 @@ def failure_reason(error: Exception) -> str:
 
 def train(model, data, recipe, seed: int, callbacks=()) -> None:
     """The core's train() (or the tuned recipe's solver), reporting its progress on stderr, stopping once
-    the loss has converged when the recipe says when, and refusing a model that diverged."""
+    the loss has converged for a recipe with a converged_below, and refusing a model that diverged."""
     loss = model.describe_loss(data) if hasattr(model, "describe_loss") else ""
     recommend.progress(f"Training on {data.num_ratings:,} ratings: {tuned.describe_training(recipe)}{loss}")
     divergence = StopWhenDiverged()
@@ -121,8 +121,9 @@ def batches_done(batch: int, params: dict) -> str:
 
 class StopWhenConverged(tf.keras.callbacks.Callback):
     """Stops training after the first epoch that changes the loss per rating by less than SHARE of it, and
-    says on stderr why training stopped, whether converged or out of epochs. (Either way: the loss it
-    reads leaves out the L2, so it can rise a little as a pass lowers the whole objective.)"""
+    says on stderr why training stopped, whether converged or out of epochs. It compares the size of the
+    change, not its sign: the loss leaves out the L2, so a pass that lowers the whole objective can raise
+    it a little."""
 
     def __init__(self, share: float):
         super().__init__()
@@ -136,17 +137,18 @@ class StopWhenConverged(tf.keras.callbacks.Callback):
         self.previous = loss
         if previous is None:
             return
-        change = (loss - previous) / abs(previous)
-        summary = f"the loss, {loss:.4f} per rating, changed by {change:+.3%} in epoch {epoch + 1}"
+        change = (loss - previous) / max(abs(previous), 1e-12)
+        summary = f"the loss, {loss:.4f} per rating, changed by {change:+.3%}"
+        share = f"{self.share * 100:g}%"
         if abs(change) < self.share:
             self.model.stop_training = True
             recommend.progress(
-                f"  converged after epoch {epoch + 1} of at most {epochs}: {summary}, under {self.share * 100:g}%"
+                f"  converged in epoch {epoch + 1} of at most {epochs}: {summary} (under {share})"
             )
         elif epoch + 1 == epochs:
             recommend.progress(
-                f"  stopped at the most epochs, {epochs}, before converging: {summary}, not yet under "
-                f"{self.share * 100:g}%; a larger --epochs lets it go on"
+                f"  did not converge within --epochs {epochs}: {summary} in the last epoch (not under "
+                f"{share}); a larger --epochs trains longer"
             )
 
 

@@ -63,7 +63,13 @@ def download_address(text: str) -> str:
 
 # The options that override a field of the recipe: (flag, type, Recipe field, metavar, help).
 RECIPE_OPTIONS = [
-    ("--epochs", positive_int, "epochs", "N", "passes over the ratings; with --tuned, the most it may take"),
+    (
+        "--epochs",
+        positive_int,
+        "epochs",
+        "N",
+        "passes over the ratings (for --tuned's alternating least squares, the most before it converges)",
+    ),
     ("--embedding-dim", positive_int, "embedding_dim", "N", "numbers per user and per movie embedding"),
     (
         "--learning-rate",
@@ -150,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--optimizer",
         choices=("adagrad", "adam", "als"),
         help="how the towers are trained: by Adagrad's or Adam's gradient steps, or, with --tuned, by "
-        "alternating least squares, which solves each user's and each movie's vector exactly in turn "
+        "alternating least squares, which moves each user's vector, then each movie's, to nearly its best "
         "(default: adagrad; als with --tuned)",
     )
     training.add_argument(

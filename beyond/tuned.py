@@ -38,8 +38,8 @@ class TunedRecipe(recommend.Recipe):
     # A rating's weight grows with its stars, 1 + (rated_weight - 1) x stars / average stars: rated_weight
     # on average. The held-out test still counts any rating as a hit.
     weight_by_stars: bool = False
-    # Training stops after the first pass that lowers the loss by less than this share of it; 0 never stops
-    # early. `epochs` is then the most passes it may take.
+    # Training stops after the first pass that changes the loss by less than this share of it; 0 never
+    # stops early. `epochs` is then the most passes it may take.
     converged_below: float = 0.0
 
 
@@ -47,7 +47,7 @@ TUNED = TunedRecipe(
     embedding_l2=50.0,
     rated_weight=6.0,
     weight_by_stars=True,
-    # Alternating least squares (beyond/alternating_least_squares.py) solves each side exactly in turn.
+    # Alternating least squares (beyond/alternating_least_squares.py): each side nearly solved in turn.
     optimizer="als",
     epochs=15,
     converged_below=0.001,
@@ -170,10 +170,9 @@ def build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue, recipe)
     # Under a distribution strategy (--distribute) every replica adds the L2 penalty to its own loss and
     # the replicas' gradients are summed, so each adds its share.
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    by_gradient = (
-        recipe.embedding_l2 and recipe.optimizer != "als"
-    )  # ALS adds its L2 to each system it solves
-    regularizer = OncePerPass(recipe.embedding_l2 / replicas) if by_gradient else None
+    # Alternating least squares adds its L2 to each system it solves; gradient steps need the regularizer.
+    needs_regularizer = recipe.embedding_l2 > 0 and recipe.optimizer != "als"
+    regularizer = OncePerPass(recipe.embedding_l2 / replicas) if needs_regularizer else None
     user_model = recommend.tower(user_ids_vocabulary, recipe.embedding_dim, regularizer)
     movie_model = recommend.tower(movie_titles_vocabulary, recipe.embedding_dim, regularizer)
     task = recommend.retrieval_task(movie_model, catalogue)
@@ -183,10 +182,9 @@ def build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue, recipe)
 def train(model, data: recommend.MovieLens, recipe: recommend.Recipe, seed: int, callbacks=()) -> None:
     """The core's train(), or for the tuned recipe's alternating least squares, its solver."""
     if isinstance(recipe, TunedRecipe) and recipe.optimizer == "als":
-        # Handed over, not kept here, so that the solver can let go of them once it has its own copy.
-        weights = [rating_weights(data, recipe)]
+        # The weights are made in the call, so that once the solver has its own copy nothing holds them.
         alternating_least_squares.train(
-            model, data, weights.pop(), recipe.embedding_l2, recipe.epochs, callbacks
+            model, data, rating_weights(data, recipe), recipe.embedding_l2, recipe.epochs, callbacks
         )
     else:
         recommend.train(model, data, recipe, seed, callbacks)
@@ -195,10 +193,11 @@ def train(model, data: recommend.MovieLens, recipe: recommend.Recipe, seed: int,
 def describe_training(recipe: recommend.Recipe) -> str:
     """How the recipe trains, for the progress line that starts training."""
     converged_below = getattr(recipe, "converged_below", 0.0)
-    until = f", until one changes the loss by under {converged_below * 100:g}%" if converged_below else ""
-    if recipe.optimizer == "als":
-        return f"at most {recipe.epochs} passes of alternating least squares{until}"
+    until = f", stopping at the first that changes the loss by under {converged_below * 100:g}%"
+    until = until if converged_below else ""
     epochs = f"{recipe.epochs} epoch{'s' if recipe.epochs > 1 else ''}"
     at_most = "at most " if converged_below else ""
+    if recipe.optimizer == "als":
+        return f"{at_most}{epochs} of alternating least squares{until}"
     optimizer = f"{recipe.optimizer.capitalize()} {recipe.learning_rate:g}"
     return f"{at_most}{epochs}{until}, batches of {recipe.batch_size:,}, {optimizer}"

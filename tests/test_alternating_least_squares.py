@@ -34,7 +34,7 @@ def test_ratings_are_grouped_by_row_padded_and_chunked(monkeypatch):
     # Shortest first: row 3 (1 rating, length 1), then row 1 (6 ratings, padded to 7 with row 0, weight 0).
     np.testing.assert_array_equal(side.rows, [3, 1])
     np.testing.assert_array_equal(side.solved_rows, [3, 1])
-    columns, padded_weights = side.columns.numpy(), side.weights.numpy()
+    columns, padded_weights = side.other_rows.numpy(), side.weights.numpy()
     assert columns[0] == 16 and padded_weights[0] == 7
     row_1 = sorted(zip(columns[1:7], padded_weights[1:7]))  # in any order within the row
     assert row_1 == [(10, 1), (11, 2), (12, 3), (13, 4), (14, 5), (15, 6)]
@@ -136,4 +136,4 @@ def test_it_stops_once_converged_and_says_why(capsys):
     assert len(losses.losses) < 200
     changes = np.abs(np.diff(losses.losses)) / np.array(losses.losses[:-1])
     assert changes[-1] < 0.001 and (changes[:-1] >= 0.001).all()
-    assert f"  converged after epoch {len(losses.losses)} of at most 200: the loss, " in err
+    assert f"  converged in epoch {len(losses.losses)} of at most 200: the loss, " in err

@@ -299,9 +299,9 @@ def test_training_stops_at_the_first_epoch_that_changes_the_loss_by_under_the_sh
     # 10 -> 8 is -20%, 8 -> 7.9 is -1.25%: under 5%, so it stops after epoch 3 of 4.
     stopped, err = stopping_after([10.0, 8.0, 7.9, 7.8], 0.05, capsys)
     assert stopped == 3
-    assert err == (
-        "  converged after epoch 3 of at most 4: the loss, 7.9000 per rating, changed by -1.250% in epoch 3,"
-        " under 5%\n"
+    assert (
+        err
+        == "  converged in epoch 3 of at most 4: the loss, 7.9000 per rating, changed by -1.250% (under 5%)\n"
     )
     # A loss that rises by more than the share is not converged either (it leaves out the L2).
     assert stopping_after([10.0, 11.0, 9.0], 0.05, capsys)[0] is None
@@ -310,5 +310,9 @@ def test_training_stops_at_the_first_epoch_that_changes_the_loss_by_under_the_sh
 def test_running_out_of_epochs_before_converging_is_said_too(capsys):
     stopped, err = stopping_after([10.0, 8.0, 7.5], 0.05, capsys)
     assert stopped is None
-    assert err.startswith("  stopped at the most epochs, 3, before converging: the loss, 7.5000 per rating,")
-    assert "changed by -6.250% in epoch 3, not yet under 5%; a larger --epochs lets it go on" in err
+    assert err == (
+        "  did not converge within --epochs 3: the loss, 7.5000 per rating, changed by -6.250% in the last"
+        " epoch (not under 5%); a larger --epochs trains longer\n"
+    )
+    # A loss of 0 (a model that fits perfectly) is no division by zero: unchanged, it has converged.
+    assert stopping_after([0.0, 0.0], 0.05, capsys)[0] == 2
