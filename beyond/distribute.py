@@ -5,7 +5,8 @@ batch (the global batch is --batch-size) and the replicas' gradients are summed 
 Building the towers and the optimizer inside strategy.scope() is all a Keras model needs. Each replica's
 in-batch softmax sees only its own share of the batch as negatives, so the loss per rating is lower than
 on one device; it is a different (easier) task per step, not a better model. (The tuned recipe's
-implicit ALS loss is a plain sum over ratings, so the replicas' shares add up to the same loss.)
+implicit ALS loss is a plain sum over ratings, so the replicas' shares add up to the same loss; it is
+trained so with --optimizer adam, since its own solver, alternating least squares, runs on one device.)
 
     1. distribution_strategy: none, MirroredStrategy, or MultiWorkerMirroredStrategy from TF_CONFIG
     2. check_tf_config: a TF_CONFIG that names the workers and this one, or a clear refusal
