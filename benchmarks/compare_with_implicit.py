@@ -54,12 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     our_seconds = time.perf_counter() - started
 
     weights = tuned.rating_weights(training, recipe)
-    user_rows = alternating_least_squares.embedding_rows(ours.user_model, training.users)[
-        training.rating_users
-    ]
-    movie_rows = alternating_least_squares.embedding_rows(ours.movie_model, training.titles)[
-        training.rating_titles
-    ]
+    user_rows, movie_rows = alternating_least_squares.rating_rows(ours, training)
     theirs = tuned.build_model(*vocabularies, data.catalogue, recipe)
     tables = [tower.layers[-1].embeddings for tower in (theirs.user_model, theirs.movie_model)]
     recommend.progress(

@@ -51,12 +51,14 @@ class Side:
     they rated and their weights are other_rows[chunks[c, 3]:] and weights[chunks[c, 3]:], one padded row
     after another. Padding rates row 0 with weight 0."""
 
-    rows: tf.Tensor  # int32: the rows of the table solved, chunk after chunk (solved_rows, as a tensor)
+    rows: tf.Tensor  # int32: the rows of the table solved (the rows with ratings), chunk after chunk
     other_rows: tf.Tensor  # int32: the other table's rows they rated
     weights: tf.Tensor  # float32: those ratings' weights
-    chunks: tf.Tensor  # int32 [chunks, 4]: first row, rows, padded length, first column
-    solved_rows: np.ndarray  # the rows with ratings; the others' best vector is 0
+    chunks: tf.Tensor  # int32 [chunks, 4]: first row, rows, padded length, first place
     total_weight: float  # the sum of the weights: the loss when every score is 0
+
+    # The rows with ratings, as numbers; every other row's best vector is 0.
+    solved_rows = property(lambda self: self.rows.numpy())
 
 
 def group_ratings(rows: np.ndarray, other_rows: np.ndarray, weights: np.ndarray, table_size: int) -> Side:
@@ -71,8 +73,9 @@ def group_ratings(rows: np.ndarray, other_rows: np.ndarray, weights: np.ndarray,
     # A rating's place in the padded layout: its row's first place, plus how many of the row's ratings
     # come before it in the order of a sort by row. On 25 million ratings every array here is 100 MB or
     # 200 MB, so they are made in place, as 32-bit numbers, and dropped as soon as they are used.
+    first_places = np.cumsum(padded) - padded
     shift = np.zeros(table_size, np.int64)
-    shift[solved_rows] = np.cumsum(padded) - padded
+    shift[solved_rows] = first_places
     shift -= np.cumsum(counts) - counts
     order = np.argsort(rows)
     place = np.empty(len(rows), np.int32)
@@ -85,7 +88,6 @@ def group_ratings(rows: np.ndarray, other_rows: np.ndarray, weights: np.ndarray,
     padded_weights[place] = weights
     del place
     chunks = []
-    first_places = np.cumsum(padded) - padded
     for length in np.unique(padded):
         first, last = np.searchsorted(padded, [length, length + 1])
         rows_per_chunk = max(1, RATINGS_PER_CHUNK // int(length))
@@ -96,7 +98,6 @@ def group_ratings(rows: np.ndarray, other_rows: np.ndarray, weights: np.ndarray,
         tf.constant(padded_other_rows),
         tf.constant(padded_weights),
         tf.constant(np.array(chunks, np.int64).reshape(-1, 4), tf.int32),
-        solved_rows,
         float(weights.sum(dtype=np.float64)),
     )
 
@@ -207,8 +208,7 @@ def train(
     """Fits the towers' embedding tables to implicit ALS's loss, WEIGHTS being each rating's weight and L2
     its lambda, in at most EPOCHS passes. `callbacks` are Keras's, as for the core's train()."""
     started = time.perf_counter()
-    user_rows = embedding_rows(model.user_model, data.users)[data.rating_users]
-    movie_rows = embedding_rows(model.movie_model, data.titles)[data.rating_titles]
+    user_rows, movie_rows = rating_rows(model, data)
     user_table, movie_table = model.user_model.layers[-1].embeddings, model.movie_model.layers[-1].embeddings
     users = group_ratings(user_rows, movie_rows, weights, user_table.shape[0])
     movies = group_ratings(movie_rows, user_rows, weights, movie_table.shape[0])
@@ -224,6 +224,13 @@ def train(
     solver = AlternatingLeastSquares(user_table, movie_table, users, movies, l2)
     solver.compile()
     solver.fit(tf.data.Dataset.range(2), epochs=epochs, verbose=0, callbacks=list(callbacks))
+
+
+def rating_rows(model, data: recommend.MovieLens) -> tuple[np.ndarray, np.ndarray]:
+    """Each rating's row in the user table and in the movie table. Each distinct id and title is looked
+    up once, then indexed by every rating."""
+    user_rows = embedding_rows(model.user_model, data.users)[data.rating_users]
+    return user_rows, embedding_rows(model.movie_model, data.titles)[data.rating_titles]
 
 
 def embedding_rows(tower: tf.keras.Model, keys: np.ndarray) -> np.ndarray:

@@ -52,7 +52,7 @@ def rated_by_user(data: recommend.MovieLens) -> tuple[np.ndarray, np.ndarray]:
 
 def ratings_per_title(data: recommend.MovieLens) -> np.ndarray:
     """How many ratings each catalogue title has."""
-    return np.bincount(catalogue_rows(data), minlength=len(data.catalogue_titles))
+    return np.bincount(data.rating_titles, minlength=len(data.titles))[data.catalogue_titles]
 
 
 def rated_titles_per_user(data: recommend.MovieLens) -> dict[str, int]:
@@ -87,12 +87,12 @@ def training_memory_bytes(
     """
     float_bytes, copies = 4, 4
     tables = 4 * (num_users + 1 + num_movies + 1) * embedding_dim * float_bytes
+    if solved_ratings:
+        return tables + int(SOLVER_BYTES_PER_RATING * solved_ratings)
     scores = (
         0 if implicit_als else copies * min(batch_size, num_users) * min(batch_size, num_movies) * float_bytes
     )
     batch_embeddings = copies * batch_size * embedding_dim * float_bytes
-    if solved_ratings:
-        return tables + int(SOLVER_BYTES_PER_RATING * solved_ratings)
     return tables + scores + batch_embeddings
 
 

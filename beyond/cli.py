@@ -150,16 +150,16 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.d
         )
     recipe = options.recipe_from(args)
     data = download.load_movielens(args.data_dir, args.download_url, args.dataset)  # 1
-    log = tensorboard_log_for(args) if distribute.is_chief(strategy) else None
     rated_counts = big_data.rated_titles_per_user(data)
     catalogue_size = len(data.catalogue)
-    titles = [title.decode("utf-8") for title in data.catalogue]
+    titles = [title.decode("utf-8") for title in data.catalogue] if args.user is None else None
     question = options.check_question(args, catalogue_size, rated_counts, titles)
+    log = tensorboard_log_for(args) if distribute.is_chief(strategy) else None
     stopwatch.lap("load")
 
+    big_data.check_memory(recipe, len(data.users), catalogue_size, data.num_ratings)
     # One seed for Python, numpy and TensorFlow: the embeddings' starting values and the shuffling. On a
     # CPU that is enough for identical answers run after run (op determinism cost half again the time).
-    big_data.check_memory(recipe, len(rated_counts), catalogue_size, data.num_ratings)
     tf.keras.utils.set_random_seed(args.seed)
     user_ids_vocabulary, movie_titles_vocabulary = recommend.build_vocabularies(data)  # 2
     stopwatch.lap("vocabularies")
@@ -240,9 +240,9 @@ def run_load(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
 
 
 def run_evaluate(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.distribute.Strategy) -> None:
-    if args.repeat is not None and args.seed + args.repeat - 1 > 2**32 - 1:
+    if args.repeat is not None and args.seed + args.repeat - 1 > options.MAX_SEED:
         raise UsageError(
-            f"--seed {args.seed} with --repeat {args.repeat} runs past the largest seed, 4294967295"
+            f"--seed {args.seed} with --repeat {args.repeat} runs past the largest seed, {options.MAX_SEED}"
         )
     if args.load_dir is not None or args.save_dir is not None:
         raise UsageError(
@@ -278,8 +278,6 @@ def quiet_logs(distribute_name: str) -> tf.distribute.Strategy:
     tf.get_logger().setLevel("ERROR")
     tf.autograph.set_verbosity(0)
     absl_logging.set_verbosity(absl_logging.ERROR)
-    if distribute_name == "multi-worker":
-        distribute.check_tf_config()
     # TensorFlow looks for a GPU the first time it runs an op and logs from C++ when there is none.
     with native_stderr_captured():
         strategy = distribute.distribution_strategy(distribute_name)

@@ -40,8 +40,11 @@ def positive_int(text: str) -> int:
     return whole_number(text, minimum=1)
 
 
+MAX_SEED = 2**32 - 1  # the largest seed numpy's and TensorFlow's accept
+
+
 def seed_number(text: str) -> int:
-    return whole_number(text, minimum=0, maximum=2**32 - 1)  # what numpy's and TensorFlow's seeds accept
+    return whole_number(text, minimum=0, maximum=MAX_SEED)
 
 
 def positive_float(text: str) -> float:
@@ -241,7 +244,7 @@ def check_optimizer(args: argparse.Namespace) -> None:
             "--optimizer als needs --tuned: alternating least squares solves implicit ALS's loss, and the "
             "tutorial's softmax has no such exact solution"
         )
-    if args.tuned and args.optimizer in (None, "als") and args.distribute != "none" and args.load_dir is None:
+    if args.tuned and args.optimizer in (None, "als") and args.distribute != "none":
         raise UsageError(
             "--tuned trains by alternating least squares, on one device; for --distribute, add "
             "--optimizer adam, whose gradient steps tf.distribute shares out"

@@ -276,7 +276,5 @@ def load_recommender(directory: str):
     try:
         saved = tf.saved_model.load(directory)
     except Exception as error:  # A damaged or partial copy: say so rather than show TensorFlow's trace.
-        raise UsageError(
-            f"--load-dir {directory} could not be loaded: {str(error).splitlines()[0]}"
-        ) from None
+        raise UsageError(f"--load-dir {directory} could not be loaded: {failure_reason(error)}") from None
     return saved, details

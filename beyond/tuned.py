@@ -84,10 +84,13 @@ class ImplicitALSModel(recommend.MovieLensModel):
         super().__init__(user_model, movie_model, task)
         self.regularizer = regularizer
         self.catalogue = tf.constant(catalogue, tf.string)
-        # A rated movie's average weight: each rating brings its own while training, while a new viewer's
-        # liked titles, which have no stars, each get this one (see beyond/movie_space.py).
-        self.rated_weight = recipe.rated_weight
         self.recipe = recipe
+
+    @property
+    def rated_weight(self) -> float:
+        """A rated movie's average weight: each rating brings its own while training, while a new viewer's
+        liked titles, which have no stars, each get this one (see beyond/movie_space.py)."""
+        return self.recipe.rated_weight
 
     def training_loss(self, features):
         return implicit_als_loss(

@@ -47,13 +47,7 @@ def test_ratings_are_grouped_by_row_padded_and_chunked(monkeypatch):
 def solver_for(data, recipe, seed=0):
     tf.keras.utils.set_random_seed(seed)
     model = tuned.build_model(*recommend.build_vocabularies(data), data.catalogue, recipe)
-    rows = [
-        alternating_least_squares.embedding_rows(tower, keys)[ratings]
-        for tower, keys, ratings in (
-            (model.user_model, data.users, data.rating_users),
-            (model.movie_model, data.titles, data.rating_titles),
-        )
-    ]
+    rows = alternating_least_squares.rating_rows(model, data)
     return model, rows, tuned.rating_weights(data, recipe)
 
 
