@@ -53,7 +53,7 @@ def evaluate(data: recommend.MovieLens, recipe, seeds: list[int], log=None, stra
         run = log.new_run(seed) if log else None
         with (strategy or tf.distribute.get_strategy()).scope():
             two_tower = tuned.build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue, recipe)
-            guards.train(two_tower, training, recipe, seed, (log.callback(run),) if log else ())
+            epochs = guards.train(two_tower, training, recipe, seed, (log.callback(run),) if log else ())
         if strategy is not None and strategy is not tf.distribute.get_strategy():
             # Evaluated on this machine alone: Keras would otherwise spread the test set over the workers
             # and add up their top-k accuracies.
@@ -65,7 +65,7 @@ def evaluate(data: recommend.MovieLens, recipe, seeds: list[int], log=None, stra
         two_tower_runs.append(held_out_metrics(two_tower, training, held_out))
         if log:
             log.write_held_out(
-                run, {"two_tower": two_tower_runs[-1], "most_popular": most_popular}, recipe.epochs - 1
+                run, {"two_tower": two_tower_runs[-1], "most_popular": most_popular}, epochs - 1
             )
             log.write_projector(
                 run, two_tower.movie_model(catalogue), catalogue, big_data.ratings_per_title(training)

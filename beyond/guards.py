@@ -48,23 +48,19 @@ def failure_reason(error: Exception) -> str:
     return reason.strip().splitlines()[0] if reason.strip() else type(error).__name__
 
 
-def train(model, data, recipe, seed: int, callbacks=()) -> None:
+def train(model, data, recipe, seed: int, callbacks=()) -> int:
     """The core's train() (or the tuned recipe's solver), reporting its progress on stderr, stopping once
-    the loss has converged for a recipe with a converged_below, and refusing a model that diverged."""
+    the loss has converged for a recipe with a converged_below, and refusing a model that diverged.
+    Returns the number of epochs trained: fewer than the recipe's when it converged first."""
     loss = model.describe_loss(data) if hasattr(model, "describe_loss") else ""
     recommend.progress(f"Training on {data.num_ratings:,} ratings: {tuned.describe_training(recipe)}{loss}")
     divergence = StopWhenDiverged()
     converged_below = getattr(recipe, "converged_below", 0.0)
     # EpochProgress puts each epoch's loss per rating in the logs the callbacks after it read.
     stopping = [StopWhenConverged(converged_below)] if converged_below else []
+    epochs = EpochProgress(data.num_ratings)
     with stop_training_on_ctrl_c(model) as ctrl_c:
-        tuned.train(
-            model,
-            data,
-            recipe,
-            seed,
-            [ctrl_c, EpochProgress(data.num_ratings), divergence, *stopping, *callbacks],
-        )
+        tuned.train(model, data, recipe, seed, [ctrl_c, epochs, divergence, *stopping, *callbacks])
     # A model whose numbers have overflowed ranks movies by NaN: refuse it rather than report it.
     if divergence.diverged_in_epoch is not None or first_non_finite_weight(model) is not None:
         epoch = divergence.diverged_in_epoch or recipe.epochs
@@ -74,10 +70,13 @@ def train(model, data, recipe, seed: int, callbacks=()) -> None:
             f"the learning rate {recipe.learning_rate:g}, too large for these settings; try a smaller "
             f"--learning-rate, such as {smaller:g}. Nothing was recommended, evaluated or saved."
         )
+    return epochs.epochs_done
 
 
 class EpochProgress(tf.keras.callbacks.Callback):
     """Reports each epoch's mean loss per rating, and within a long epoch how far it has got."""
+
+    epochs_done = 0
 
     def __init__(self, num_examples: int):
         super().__init__()
@@ -100,6 +99,7 @@ class EpochProgress(tf.keras.callbacks.Callback):
             # this line nor the callbacks after it (TensorBoard's) report this epoch.
             logs.clear()
             return
+        self.epochs_done = epoch + 1
         # Keras's "loss" is the last batch's; the mean over the epoch replaces it, for the callbacks after
         # this one (TensorBoard's) as much as for this line. Top-k metrics are 0 in training: dropped.
         mean_loss = logs.pop("summed_loss") / self.num_examples

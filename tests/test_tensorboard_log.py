@@ -165,6 +165,20 @@ def test_the_metadata_copes_with_unusual_titles_and_missing_genres(tmp_path):
     tensorboard_log.check_tensorboard_dir(str(tmp_path))  # what it wrote counts as TensorBoard logs
 
 
+def test_held_out_metrics_are_logged_at_the_epoch_training_converged_in(tiny_tfds, tmp_path, capsys):
+    logs = tmp_path / "logs"
+    argv = ["--evaluate", "--tuned", "--json", "--data-dir", tiny_tfds, "--tensorboard", str(logs)]
+    status, _, err = run(capsys, *argv)
+    assert status == 0
+    converged = re.search(r"converged in epoch (\d+) of at most 15", err)
+    assert converged and int(converged.group(1)) < 15
+    (run_folder,) = os.listdir(logs)
+    curve = scalars(os.path.join(logs, run_folder, "train"))["epoch_loss"]
+    held_out = scalars(os.path.join(logs, run_folder, "evaluation"))["two_tower/ndcg_at_10"]
+    assert [step for step, _ in curve] == list(range(int(converged.group(1))))
+    assert [step for step, _ in held_out] == [curve[-1][0]]  # beside the loss curve's last point
+
+
 @pytest.mark.usefixtures("real_movielens")
 def test_evaluate_logs_the_held_out_metrics_of_each_seed(tmp_path, capsys):
     logs = tmp_path / "logs"
