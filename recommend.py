@@ -1,9 +1,9 @@
 """Recommend movies with a two-tower retrieval model: the TensorFlow Recommenders tutorial, runnable.
 
-A retrieval model answers "which few of thousands of movies should this user see?" It learns one
-embedding per user and one per movie so that a user's vector scores high (dot product) against the
-movies they watched. Because the two towers never look at each other, every movie can be scored for
-a user with one matrix product, which is what makes retrieval fast. The six steps, in order below:
+A retrieval model answers "which few of thousands of movies should this user see?" It learns a vector
+for each user and each movie, so that a user's vector scores high (dot product) against the movies they
+watched. The two towers never look at each other, so one matrix product scores every movie for a user:
+that is what makes retrieval fast. The six steps, in order below:
 
     1. load_movielens       read MovieLens ratings and movie titles with TensorFlow Datasets
     2. build_vocabularies   map user ids and movie titles to embedding rows (StringLookup)
@@ -12,45 +12,33 @@ a user with one matrix product, which is what makes retrieval fast. The six step
     5. build_index          score every movie for a user (BruteForce)
     6. recommend            ask the index for one user's top k, leaving out movies they rated
 
-Where a step departs from the tutorial's own calls, for speed, a sentence there says why. All that goes
-beyond the tutorial lives in the beyond/ package: see docs/architecture.md.
+The tutorial is TFRS's quickstart, whose settings are the defaults (Recipe), with the 80/20 split of
+its basic_retrieval tutorial for --evaluate. Where a step departs from their calls, a sentence there
+says why; docs/from-the-tutorial.md puts each of the quickstart's statements beside the line here that
+does its job. All that goes beyond the tutorial lives in the beyond/ package (docs/architecture.md).
 
     python recommend.py --user 42                  # train, then print user 42's top 10
     python recommend.py --user 42 --k 5 --json     # the same as one JSON document
     python recommend.py --evaluate                 # is the model better than "most popular"?
 """
 
-from __future__ import annotations
-
 import dataclasses
-import functools
 import os
 import sys
 import time
 
+if __name__ == "__main__":  # run as a program: beyond/launch.py imports this file quietly, runs main()
+    from beyond import launch
+    launch.run_program()
+
 # TensorFlow Recommenders is written for Keras 2. Since TensorFlow 2.16, `tf.keras` is Keras 3 unless
 # this is set before TensorFlow is imported; then `tf.keras` is the tf-keras package (Keras 2).
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-STARTED_AT = time.perf_counter()
-# TensorFlow's C++ core logs a few lines as it loads ("Could not find cuda drivers") that ignore
-# TF_CPP_MIN_LOG_LEVEL (tensorflow/tensorflow#100442): only pointing stderr elsewhere silences them.
-saved_stderr = os.dup(2)
-os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-try:
-    import numpy as np
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
-    import tensorflow_recommenders as tfrs
-except KeyboardInterrupt:  # Ctrl-C in the seconds the import takes: end as main() would
-    os.dup2(saved_stderr, 2)
-    if __name__ == "__main__":
-        print("recommend.py: interrupted", file=sys.stderr)
-        sys.exit(130)
-    raise
-finally:
-    os.dup2(saved_stderr, 2)
-IMPORTED_AT = time.perf_counter()
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+import tensorflow_recommenders as tfrs
 
 
 # 1. Load ----------------------------------------------------------------------------------------------
@@ -61,27 +49,39 @@ RATING_FEATURES = {
     "user_rating": tf.io.FixedLenFeature([], tf.float32, default_value=0.0),  # for the tuned recipe
 }
 MOVIE_FEATURES = {"movie_title": tf.io.FixedLenFeature([], tf.string)}
-READ_CHUNK_SIZE = 1_000_000  # ratings parsed at once: all of 100k in one go, and bounded memory for 25M
+READ_CHUNK_SIZE = 1_000_000  # examples parsed at once: all of 100k in one go
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # arrays do not compare as one value
 class MovieLens:
-    """MovieLens as numbers: a rating is its user's row in `users`, its title's row in `titles`, and its
-    stars. Each id and title is kept once, so 25 million ratings take 300 MB, not gigabytes of strings."""
+    """MovieLens as numbers. Each user id and title is kept once, as text, and each rating names them
+    by their row, so that 25 million ratings take 300 MB rather than gigabytes of strings:
 
-    users: np.ndarray  # every user id that rated something, sorted (UTF-8 bytes, as TFDS stores text)
-    titles: np.ndarray  # every distinct title of the movies, sorted
-    rating_users: np.ndarray  # int32, one per rating
-    rating_titles: np.ndarray  # int32, one per rating
-    rating_stars: np.ndarray  # float32, one per rating
-    movies: np.ndarray  # each movie id's title; 18 titles of 100k have two ids, which share one embedding
-    catalogue_titles: np.ndarray  # the rows of `titles` somebody rated: what can be recommended
+        users           every user id that rated something, sorted (UTF-8 bytes, as TFDS stores text)
+        titles          every movie title, sorted, each once
+        rating_users    each rating's user: a row of `users` (int32)
+        rating_titles   each rating's movie: a row of `titles` (int32)
+        rating_stars    each rating's stars, 1 to 5 (float32; 0 where missing): the tuned recipe reads them
+        movies          the movies dataset's title of each movie id, in its order: what the tutorial's
+                        title vocabulary is adapted to (18 titles of 100k belong to two movie ids)
+        catalogue_rows  the rows of `titles` somebody rated: the movies that can be recommended
+        size            which MovieLens: "100k" (the tutorial's), "1m", "20m" or "25m"
+
+    Read from those: `catalogue` (those titles as text), `user_ids` and `movie_titles` (each rating's as
+    text: the tutorial's two features, for small data only) and `num_ratings`."""
+
+    users: np.ndarray
+    titles: np.ndarray
+    rating_users: np.ndarray
+    rating_titles: np.ndarray
+    rating_stars: np.ndarray
+    movies: np.ndarray
+    catalogue_rows: np.ndarray
     size: str = "100k"
-    user_ids = property(lambda self: self.users[self.rating_users])  # as text: for small data only
+    user_ids = property(lambda self: self.users[self.rating_users])
     movie_titles = property(lambda self: self.titles[self.rating_titles])
     num_ratings = property(lambda self: len(self.rating_users))
-
-    catalogue = functools.cached_property(lambda self: self.titles[self.catalogue_titles])
+    catalogue = property(lambda self: self.titles[self.catalogue_rows])
 
 
 class DatasetUnreadable(Exception):
@@ -89,37 +89,39 @@ class DatasetUnreadable(Exception):
 
 
 def load_movielens(data_dir: str | None = None, size: str = "100k") -> MovieLens:
-    """Reads who rated which movie with how many stars, and every movie's title, from TensorFlow Datasets."""
+    """TensorFlow Datasets gives the ratings and the movies; each is kept as numbers (see MovieLens). The
+    command line reads MovieLens 1M and up with beyond/big_data.py instead: in chunks, and parsed once."""
     ratings_name, movies_name = f"movielens/{size}-ratings", f"movielens/{size}-movies"
-    movies = [chunk["movie_title"].numpy() for chunk in read_features(movies_name, MOVIE_FEATURES, data_dir)]
-    movies = np.concatenate([np.zeros(0, object), *movies])
-    titles, users, heartbeat = np.unique(movies), {}, Heartbeat()
-    known_titles = set(titles.tolist())
-    rating_users, rating_titles, stars = [np.zeros(0, np.int32)], [np.zeros(0, np.int64)], []
-    for chunk in read_features(ratings_name, RATING_FEATURES, data_dir):
-        distinct, rows = tf.unique(chunk["user_id"])  # only a chunk's distinct ids become Python objects
-        numbers = [users.setdefault(user, len(users)) for user in distinct.numpy().tolist()]
-        rating_users.append(np.array(numbers, np.int32)[rows.numpy()])
-        distinct, rows = (tensor.numpy() for tensor in tf.unique(chunk["movie_title"]))
-        if set(distinct.tolist()) - known_titles:  # a rating of a title the movies lack: damaged data
-            raise DatasetUnreadable(ratings_name, ValueError(f"it rates titles that {movies_name} lacks"))
-        rating_titles.append(np.searchsorted(titles, distinct)[rows])
-        stars.append(chunk["user_rating"].numpy())
-        heartbeat.beat(f"  read {sum(map(len, stars)):,} ratings of {ratings_name}")
-    # Users were numbered as first seen; renumber them by sorted id, as the titles are.
-    ids = np.array(list(users), dtype=object)
-    order = np.argsort(ids)
-    rating_users = np.argsort(order).astype(np.int32)[np.concatenate(rating_users)]
-    rating_titles = np.concatenate(rating_titles).astype(np.int32)
+    ratings = read_examples(ratings_name, RATING_FEATURES, data_dir, "ratings")
+    movies = read_examples(movies_name, MOVIE_FEATURES, data_dir, "movies")["movie_title"]
+    users, rating_users = np.unique(ratings["user_id"], return_inverse=True)
+    titles = np.unique(movies)
+    rating_titles = np.searchsorted(titles, ratings["movie_title"])
+    # A title the movies lack (damaged data) finds another title's row, or the row past the end: b"".
+    if not np.array_equal(np.append(titles, b"")[rating_titles], ratings["movie_title"]):
+        raise DatasetUnreadable(ratings_name, ValueError(f"it rates titles that {movies_name} lacks"))
     rated = np.flatnonzero(np.bincount(rating_titles, minlength=len(titles))).astype(np.int32)
-    stars = np.concatenate([np.zeros(0, np.float32), *stars])
-    return MovieLens(ids[order], titles, rating_users, rating_titles, stars, movies, rated, size)
+    rating_users, rating_titles = rating_users.astype(np.int32), rating_titles.astype(np.int32)
+    return MovieLens(users, titles, rating_users, rating_titles, ratings["user_rating"], movies, rated, size)
+
+
+def read_examples(name: str, features: dict, data_dir: str | None, noun: str) -> dict[str, np.ndarray]:
+    """FEATURES of every example of a TFDS dataset: what `tfds.load(name, split="train")` gives, in its
+    order, as one array a feature. TFDS decodes one example at a time; parsing its TFRecord files a
+    million examples per call is several times faster (docs/speed.md)."""
+    chunks, count, heartbeat = [], 0, Heartbeat()
+    for chunk in read_features(name, features, data_dir):
+        chunks.append({feature: values.numpy() for feature, values in chunk.items()})
+        count += len(chunks[-1][next(iter(features))])
+        heartbeat.beat(f"  read {count:,} {noun} of {name}")
+    return {
+        feature: np.concatenate([np.zeros(0, kind.dtype.as_numpy_dtype), *(part[feature] for part in chunks)])
+        for feature, kind in features.items()
+    }
 
 
 def read_features(name: str, features: dict, data_dir: str | None = None):
-    """Yields FEATURES of every example of a TFDS dataset, a chunk at a time: what `tfds.load(name,
-    split="train")` gives, in the same order. TFDS decodes one example at a time; parsing its TFRecord
-    files a million examples per call is several times faster (docs/speed.md)."""
+    """Yields FEATURES of every example of a TFDS dataset, READ_CHUNK_SIZE examples at a time."""
     try:
         builder = tfds.builder(name, data_dir=data_dir)
         builder.download_and_prepare()  # what tfds.load does first; nothing when already prepared
@@ -143,15 +145,13 @@ def build_vocabularies(data: MovieLens) -> tuple[tf.keras.layers.StringLookup, t
     The tutorial calls `adapt()`, which takes about a minute fed one example at a time. Counting with numpy
     gives the same vocabulary in milliseconds: most frequent first, ties by the token descending."""
     user_counts = np.bincount(data.rating_users, minlength=len(data.users))
-    movie_titles, movie_counts = np.unique(data.movies, return_counts=True)
+    titles, title_counts = np.unique(data.movies, return_counts=True)
+    users = data.users[np.lexsort((data.users, user_counts))[::-1]]
+    titles = titles[np.lexsort((titles, title_counts))[::-1]]
     return (
-        tf.keras.layers.StringLookup(mask_token=None, vocabulary=by_frequency(data.users, user_counts)),
-        tf.keras.layers.StringLookup(mask_token=None, vocabulary=by_frequency(movie_titles, movie_counts)),
+        tf.keras.layers.StringLookup(mask_token=None, vocabulary=users),
+        tf.keras.layers.StringLookup(mask_token=None, vocabulary=titles),
     )
-
-
-def by_frequency(distinct: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    return distinct[np.lexsort((distinct, counts))[::-1]]
 
 
 # 3. Model ---------------------------------------------------------------------------------------------
@@ -169,17 +169,21 @@ class MovieLensModel(tfrs.Model):
         self.summed_loss = tf.keras.metrics.Sum(name="summed_loss")
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        if training:
-            loss = self.training_loss(features)
-            self.summed_loss.update_state(loss)
-            return loss
-        # Evaluating: the tutorial's call. Its FactorizedTopK metric scores the whole catalogue for every
-        # rating, so it runs only here: computed while training, it took half the training time.
-        user_embeddings = self.user_model(features["user_id"])
-        movie_embeddings = self.movie_model(features["movie_title"])
-        return self.task(user_embeddings, movie_embeddings)
+        if not training:
+            # Evaluating: the tutorial's own call. Its FactorizedTopK metric ranks the whole catalogue for
+            # every rating, so it runs only here: computed while training, it took half the training time.
+            user_embeddings = self.user_model(features["user_id"])
+            movie_embeddings = self.movie_model(features["movie_title"])
+            return self.task(user_embeddings, movie_embeddings)
+        # Training: the tutorial returns the same self.task(user_embeddings, movie_embeddings), a softmax
+        # over every rating's user against every rating's movie of the batch. in_batch_softmax_loss is that
+        # loss over the batch's distinct users and movies: the same loss and gradients, many times faster
+        # (tests/test_training.py, test_the_distinct_movie_softmax_is_retrievals_own_loss_...).
+        loss = self.training_loss(features)
+        self.summed_loss.update_state(loss)
+        return loss
 
-    # The training loss and what it is fed are methods so that the tuned recipe (beyond/tuned.py) can
+    # What training computes and is fed are methods, so that a variant recipe (beyond/recipes.py) can
     # replace both in a subclass.
     def training_loss(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
         return in_batch_softmax_loss(
@@ -220,19 +224,20 @@ def tower(vocabulary: tf.keras.layers.StringLookup, embedding_dim: int, regulari
     return tf.keras.Sequential([tf.keras.Input(shape=(), dtype=tf.string), vocabulary, embedding])
 
 
+TOP_KS = (1, 5, 10, 50, 100)  # the cut-offs of the tutorial's top-k accuracy
+
+
 def retrieval_task(movie_model: tf.keras.Model, catalogue: np.ndarray) -> tfrs.tasks.Retrieval:
     # The metric ranks against the whole catalogue, mapped through the tower whenever it is computed.
     candidates = tf.data.Dataset.from_tensor_slices(catalogue).batch(2048).map(movie_model)
     return tfrs.tasks.Retrieval(metrics=tfrs.metrics.FactorizedTopK(candidates=candidates, ks=TOP_KS))
 
 
-TOP_KS = (1, 5, 10, 50, 100)  # the cut-offs of the tutorial's top-k accuracy
-
-
-def build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue, recipe: Recipe) -> MovieLensModel:
-    """Builds the user and movie towers and joins them with a retrieval task."""
-    user_model = tower(user_ids_vocabulary, recipe.embedding_dim)
-    movie_model = tower(movie_titles_vocabulary, recipe.embedding_dim)
+def build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue, embedding_dim=64) -> MovieLensModel:
+    """Builds the user and movie towers, EMBEDDING_DIM numbers a vector, and joins them with a retrieval
+    task."""
+    user_model = tower(user_ids_vocabulary, embedding_dim)
+    movie_model = tower(movie_titles_vocabulary, embedding_dim)
     return MovieLensModel(user_model, movie_model, retrieval_task(movie_model, catalogue))
 
 
@@ -241,19 +246,21 @@ def build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue, recipe:
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """How the towers are trained. The defaults are the TFRS tutorial's."""
+    """How the towers are built and trained. The defaults are the TFRS quickstart's."""
 
-    embedding_dim: int = 64  # numbers per user and per movie
+    embedding_dim: int = 64  # numbers per user and per movie (build_model's)
     # Adagrad shrinks each embedding row's steps as its squared gradients add up, so rarely seen users
     # and movies still learn quickly while popular ones settle: that is why a rate of 0.5 is stable.
     learning_rate: float = 0.5
     batch_size: int = 4096  # each rating's negatives are the other movies of its batch
     epochs: int = 3
     shuffle_each_epoch: bool = False  # the tutorial feeds the ratings in the same order every epoch
-    optimizer: str = "adagrad"  # or "adam"
+    # A key of OPTIMIZERS. The tuned recipe of beyond/recipes.py may name its own way ("als"); it then
+    # trains its model itself rather than through train() below.
+    optimizer: str = "adagrad"
 
 
-TUTORIAL = Recipe()
+OPTIMIZERS = {"adagrad": tf.keras.optimizers.Adagrad, "adam": tf.keras.optimizers.Adam}
 # Shuffling holds its buffer in memory, about 200 bytes a rating: 2 million hold all of 100k and 1M,
 # and a window of 20M and 25M, whose TFDS files are in a random order already.
 SHUFFLE_BUFFER_SIZE = 2_000_000
@@ -283,8 +290,7 @@ def train(model: MovieLensModel, data: MovieLens, recipe: Recipe, seed: int, cal
     batches = ratings.batch(recipe.batch_size).map(model.features(data))
     if one_batch:  # every pass is the same batch, in any order: made once
         batches = batches.cache()
-    optimizers = {"adagrad": tf.keras.optimizers.Adagrad, "adam": tf.keras.optimizers.Adam}
-    model.compile(optimizer=optimizers[recipe.optimizer](learning_rate=recipe.learning_rate))
+    model.compile(optimizer=OPTIMIZERS[recipe.optimizer](learning_rate=recipe.learning_rate))
     model.fit(batches.prefetch(tf.data.AUTOTUNE), epochs=recipe.epochs, verbose=0, callbacks=list(callbacks))
 
 
@@ -292,8 +298,12 @@ def train(model: MovieLensModel, data: MovieLens, recipe: Recipe, seed: int, cal
 
 
 def build_index(model: MovieLensModel, data: MovieLens) -> tfrs.layers.factorized_top_k.BruteForce:
-    """Embeds every movie once and indexes the embeddings for exact (brute-force) top-k search. The
-    catalogue is sorted by title and top-k keeps the earlier of equal scores, so ties go alphabetically."""
+    """Embeds every movie once and indexes the embeddings for exact (brute-force) top-k search.
+
+    The tutorial indexes its movies dataset, 1,682 movie ids, so a title of two ids is listed twice. The
+    catalogue holds each rated title once (1,664 of 100k), sorted; `index()` takes its embeddings as one
+    tensor, where `index_from_dataset` would gather them from batches. Top-k keeps the earlier of equal
+    scores, so ties go alphabetically."""
     index = tfrs.layers.factorized_top_k.BruteForce(model.user_model)
     index.index(candidates=model.movie_model(data.catalogue), identifiers=tf.constant(data.catalogue))
     return index
@@ -350,20 +360,10 @@ class Heartbeat:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python recommend.py --user 42`: beyond/cli.py's run_recommend calls the six steps above in order
-    and prints the top 10, adding only what an option asks for (a seed, saving, a log). The options and a
-    clear message for every failure live there, imported here and only here, so that `import recommend`
-    is the tutorial alone."""
+    """`python recommend.py --user 42`: the command line, beyond/cli.py, runs the six steps above in order
+    (steps 3 and 4 as the chosen recipe builds and trains its model: build_model and train above, for the
+    tutorial's) and prints the top 10, adding only what an option asks for. It is imported here and only
+    here, so that `import recommend` is the tutorial alone."""
     from beyond import cli
 
     return cli.main(argv)
-
-
-if __name__ == "__main__":
-    sys.modules["recommend"] = sys.modules[__name__]  # so that beyond/ imports this module, not a second copy
-    status = main()
-    # Python's exit would garbage-collect every object TensorFlow made, most of a second: skip that.
-    import gc
-
-    gc.freeze()
-    sys.exit(status)

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 import recommend  # noqa: E402
-from beyond import alternating_least_squares, evaluation, guards, tuned  # noqa: E402
+from beyond import alternating_least_squares, evaluation, guards, recipes, tuned  # noqa: E402
 
 IMPLICIT_VERSION = "0.7.3"
 HERE = pathlib.Path(__file__).resolve().parent
@@ -45,17 +45,17 @@ def main(argv: list[str] | None = None) -> int:
         train_rows, test_rows = evaluation.split_like_the_tutorial(data)
         training, held_out = evaluation.subset(data, train_rows), evaluation.subset(data, test_rows)
     vocabularies = recommend.build_vocabularies(data)
-    recipe = tuned.TUNED
+    recipe = recipes.TUNED
     recommend.tf.keras.utils.set_random_seed(args.seed)
-    ours = tuned.build_model(*vocabularies, data.catalogue, recipe)
+    ours = recipe.build_model(*vocabularies, data.catalogue)
     passes = PassCounter()
     started = time.perf_counter()
-    guards.train(ours, training, recipe, args.seed, [passes])
+    guards.run_training(ours, training, recipe, args.seed, [passes])
     our_seconds = time.perf_counter() - started
 
     weights = tuned.rating_weights(training, recipe)
     user_rows, movie_rows = alternating_least_squares.rating_rows(ours, training)
-    theirs = tuned.build_model(*vocabularies, data.catalogue, recipe)
+    theirs = recipe.build_model(*vocabularies, data.catalogue)
     tables = [tower.layers[-1].embeddings for tower in (theirs.user_model, theirs.movie_model)]
     recommend.progress(
         f"Fitting implicit {IMPLICIT_VERSION}'s ALS on the same {training.num_ratings:,} ratings"

@@ -18,7 +18,8 @@ Movies are solved the same way.
     1. group_ratings: one side's ratings as padded rows, rows of a length together, solved in chunks
     2. AlternatingLeastSquares: a Keras model whose one step solves one side, so that fit() runs a pass
        per epoch and the progress lines, the stopping rules, Ctrl-C and TensorBoard work as with Adam
-    3. train: the core's train() for --tuned: the embedding tables of the towers are what it solves
+    3. solve_tables: how the tuned recipe trains (beyond/recipes.py): the towers' own embedding tables
+       are what it solves, so the index, the saved model and --liked see nothing new
 
     python recommend.py --user 42 --tuned
     python benchmarks/synthetic_movielens.py --data-dir /tmp/synthetic-25m    # a 25M to try it on
@@ -35,11 +36,10 @@ import recommend
 
 # Padded lengths grow by about a quarter from one to the next, so padding adds about a tenth to the work.
 LENGTH_GROWTH = 1.25
-# Ratings solved together: their gathered vectors (64 numbers each, 4 MB for 16,384) stay in the
-# processor's cache through every step of the solve; a million at a time ran three times slower
-# (docs/bigger-data.md).
+# Ratings solved together: small enough that their gathered vectors stay in the processor's cache
+# through every step of the solve, which chunks of a million did not (docs/bigger-data.md).
 RATINGS_PER_CHUNK = 16_384
-# Grouping 25M takes 15 s; a line saying so explains the wait for the first pass's.
+# Grouping the ratings of the big sizes takes seconds before the first pass: a line says so.
 GROUPING_REPORTED_AFTER_SECONDS = 2
 CONJUGATE_GRADIENT_STEPS = 3  # implicit's default: from the last pass's vector, three steps come close
 
@@ -164,8 +164,8 @@ class AlternatingLeastSquares(tf.keras.Model):
             )
             return chunk + 1, solved.write(chunk, vectors), loss + chunk_loss
 
-        # Two chunks at a time: each is a string of small operations, and the second fills the other core
-        # of this 2-core machine (a side of 25M took 3.0 s so, 4.7 s one chunk at a time).
+        # Two chunks at a time: each is a string of small operations, which leave a second processor core
+        # idle unless another chunk runs beside them (docs/bigger-data.md).
         _, solved, loss = tf.while_loop(
             lambda chunk, *_: chunk < solved.size(), solve_chunk, (0, solved, 0.0), parallel_iterations=2
         )
@@ -202,7 +202,7 @@ def conjugate_gradient(other_vectors, system, l2, x, other_rows, weights):
     return x, loss
 
 
-def train(
+def solve_tables(
     model, data: recommend.MovieLens, weights: np.ndarray, l2: float, epochs: int, callbacks=()
 ) -> None:
     """Fits the towers' embedding tables to implicit ALS's loss, WEIGHTS being each rating's weight and L2
@@ -212,7 +212,7 @@ def train(
     user_table, movie_table = model.user_model.layers[-1].embeddings, model.movie_model.layers[-1].embeddings
     users = group_ratings(user_rows, movie_rows, weights, user_table.shape[0])
     movies = group_ratings(movie_rows, user_rows, weights, movie_table.shape[0])
-    del user_rows, movie_rows, weights  # 300 MB on 25M, and the solver has its own copy now
+    del user_rows, movie_rows, weights  # the solver has its own copy now, and on 25M these are large
     if time.perf_counter() - started >= GROUPING_REPORTED_AFTER_SECONDS:
         recommend.progress(f"  ratings grouped by user and by movie ({time.perf_counter() - started:.1f}s)")
     # A row nobody rated (the unknown row, a user or movie seen only in a test set) is best at 0, and

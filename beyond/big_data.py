@@ -1,12 +1,14 @@
 """What MovieLens 1M, 20M and 25M need beyond the tutorial: memory that stays bounded.
 
-The core already reads MovieLens a million ratings at a time and keeps each rating as three numbers (see
-recommend.MovieLens), so loading 25 million ratings takes 300 MB where Python strings took 4 GB. This
-module adds what the other capabilities need at that size:
+The core keeps each rating as three numbers (see recommend.MovieLens), so 25 million ratings take 300
+MB where Python strings would take 4 GB. But its loader holds every rating's text at once on the way.
+This module adds what the big sizes need:
 
-    1. each user's rated titles as one array of catalogue rows with offsets: 4 bytes a rating
-    2. distinct numbers by sorting, which is many times faster than np.unique on 25 million of them
-    3. an estimate of the memory training needs, and a refusal, before training, of what cannot fit
+    1. load_movielens: the core's numbers, read a million ratings at a time, each chunk made into numbers
+       before the next is read (the command line's loader for 1M and up)
+    2. each user's rated titles as one array of catalogue rows with offsets: 4 bytes a rating
+    3. distinct numbers by sorting, which is many times faster than np.unique on 25 million of them
+    4. an estimate of the memory training needs, and a refusal, before training, of what cannot fit
 
 Try it with the synthetic MovieLens 25M that benchmarks/synthetic_movielens.py writes:
 
@@ -18,10 +20,41 @@ import functools
 import os
 
 import numpy as np
+import tensorflow as tf
 
 import recommend
 from beyond.guards import UsageError
-from beyond.tuned import TunedRecipe
+
+
+def load_movielens(data_dir: str | None, size: str) -> recommend.MovieLens:
+    """What recommend.load_movielens gives, array for array, without ever holding every rating's text:
+    the ratings are parsed a million at a time, and each chunk's users and titles become numbers (only its
+    distinct ones as Python objects, which tf.unique finds) before the next chunk is read."""
+    ratings_name, movies_name = f"movielens/{size}-ratings", f"movielens/{size}-movies"
+    movies = recommend.read_examples(movies_name, recommend.MOVIE_FEATURES, data_dir, "movies")["movie_title"]
+    titles = np.unique(movies)
+    user_numbers = {}  # each user id's number, in the order the ratings first name them
+    rating_users, rating_titles = [np.zeros(0, np.int32)], [np.zeros(0, np.int32)]
+    rating_stars, heartbeat = [np.zeros(0, np.float32)], recommend.Heartbeat()
+    for chunk in recommend.read_features(ratings_name, recommend.RATING_FEATURES, data_dir):
+        distinct, rows = (tensor.numpy() for tensor in tf.unique(chunk["user_id"]))
+        numbers = [user_numbers.setdefault(user, len(user_numbers)) for user in distinct.tolist()]
+        rating_users.append(np.array(numbers, np.int32)[rows])
+        distinct, rows = (tensor.numpy() for tensor in tf.unique(chunk["movie_title"]))
+        found = np.searchsorted(titles, distinct)
+        if not np.array_equal(np.append(titles, b"")[found], distinct):  # as the core checks
+            raise recommend.DatasetUnreadable(ratings_name, ValueError(f"it rates titles that {movies_name} lacks"))
+        rating_titles.append(found.astype(np.int32)[rows])
+        rating_stars.append(chunk["user_rating"].numpy())
+        heartbeat.beat(f"  read {sum(map(len, rating_stars)):,} ratings of {ratings_name}")
+    # Users were numbered as first met; renumber them by sorted id, as the core numbers them.
+    users = np.array(sorted(user_numbers), dtype=object)
+    renumbered = np.empty(len(users), np.int32)
+    renumbered[[user_numbers[user] for user in users]] = np.arange(len(users), dtype=np.int32)
+    rating_titles = np.concatenate(rating_titles)
+    rated = np.flatnonzero(np.bincount(rating_titles, minlength=len(titles))).astype(np.int32)
+    rating_users, rating_stars = renumbered[np.concatenate(rating_users)], np.concatenate(rating_stars)
+    return recommend.MovieLens(users, titles, rating_users, rating_titles, rating_stars, movies, rated, size)
 
 
 def sorted_distinct(numbers: np.ndarray) -> np.ndarray:
@@ -35,7 +68,7 @@ def sorted_distinct(numbers: np.ndarray) -> np.ndarray:
 
 def catalogue_rows(data: recommend.MovieLens) -> np.ndarray:
     """For each rating, its title's row in the catalogue."""
-    return np.searchsorted(data.catalogue_titles, data.rating_titles).astype(np.int32)
+    return np.searchsorted(data.catalogue_rows, data.rating_titles).astype(np.int32)
 
 
 # The command line, the saved recommender and each seed's evaluation all ask for the same datasets' lists,
@@ -44,7 +77,7 @@ def catalogue_rows(data: recommend.MovieLens) -> np.ndarray:
 def rated_by_user(data: recommend.MovieLens) -> tuple[np.ndarray, np.ndarray]:
     """Each user's distinct rated titles as catalogue rows: (offsets, rows), where user u's are
     rows[offsets[u]:offsets[u + 1]], sorted. A rating given twice counts once."""
-    columns = len(data.catalogue_titles)
+    columns = len(data.catalogue_rows)
     pairs = sorted_distinct(data.rating_users.astype(np.int64) * columns + catalogue_rows(data))
     offsets = np.searchsorted(pairs // columns, np.arange(len(data.users) + 1))
     return offsets, (pairs % columns).astype(np.int32)
@@ -52,7 +85,7 @@ def rated_by_user(data: recommend.MovieLens) -> tuple[np.ndarray, np.ndarray]:
 
 def ratings_per_title(data: recommend.MovieLens) -> np.ndarray:
     """How many ratings each catalogue title has."""
-    return np.bincount(data.rating_titles, minlength=len(data.titles))[data.catalogue_titles]
+    return np.bincount(data.rating_titles, minlength=len(data.titles))[data.catalogue_rows]
 
 
 def rated_titles_per_user(data: recommend.MovieLens) -> dict[str, int]:
@@ -117,18 +150,12 @@ def available_memory_bytes() -> int | None:
     return min(limits) if limits else None
 
 
-def check_memory(recipe: recommend.Recipe, num_users: int, num_movies: int, num_ratings: int) -> None:
+def check_memory(recipe, num_users: int, num_movies: int, num_ratings: int) -> None:
     """Refuses, before any training, sizes that cannot fit in this machine's memory."""
-    implicit_als = isinstance(recipe, TunedRecipe)
-    solved = num_ratings if recipe.optimizer == "als" else 0
-    need = training_memory_bytes(
-        num_users, num_movies, recipe.embedding_dim, recipe.batch_size, implicit_als, solved
-    )
+    need = recipe.memory_bytes(num_users, num_movies, num_ratings)
     available = available_memory_bytes()
     if available is not None and need > available:
-        sizes = f"and --batch-size {recipe.batch_size}" if not solved else f"on {num_ratings:,} ratings"
         raise UsageError(
-            f"--embedding-dim {recipe.embedding_dim} {sizes} need about "
-            f"{need / 2**30:.1f} GiB of memory to train, more than the {available / 2**30:.1f} GiB available "
-            "here; choose smaller sizes"
+            f"{recipe.describe_sizes(num_ratings)} need about {need / 2**30:.1f} GiB of memory to train, "
+            f"more than the {available / 2**30:.1f} GiB available here; choose smaller sizes"
         )

@@ -28,15 +28,15 @@ import tensorflow as tf
 from absl import logging as absl_logging
 
 import recommend
-from beyond import big_data, distribute, download, evaluation, guards, movie_space, options, serving
-from beyond import tensorboard_log, tuned
+from beyond import big_data, distribute, download, evaluation, guards, launch, movie_space, options
+from beyond import serving, tensorboard_log
 from beyond.guards import DataUnavailableError, SaveFailed, TrainingDiverged, UsageError
 
 
 @contextlib.contextmanager
 def native_stderr_captured():
     """Sends what C++ code writes to stderr into a scratch file, shown only if the block fails: TensorFlow
-    logs from C++ when it first looks for a GPU, and TF_CPP_MIN_LOG_LEVEL cannot silence it (recommend.py
+    logs from C++ when it first looks for a GPU, and TF_CPP_MIN_LOG_LEVEL cannot silence it (beyond/launch.py
     does the same around TensorFlow's import)."""
     sys.stderr.flush()
     saved_stderr = os.dup(2)
@@ -58,7 +58,8 @@ class Stopwatch:
     """Times the phases of a run, for --timings."""
 
     def __init__(self):
-        self.phases = {"import": recommend.IMPORTED_AT - recommend.STARTED_AT}
+        # `python recommend.py` imports TensorFlow before main() runs; beyond/launch.py timed it.
+        self.phases = {"import": launch.import_seconds}
         self.lap_started_at = time.perf_counter()
 
     def lap(self, phase: str) -> None:
@@ -154,12 +155,12 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.d
     catalogue_size = len(data.catalogue)
     titles = [title.decode("utf-8") for title in data.catalogue] if args.user is None else None
     question = options.check_question(args, catalogue_size, rated_counts, titles)
-    log = tensorboard_log_for(args) if distribute.is_chief(strategy) else None
+    log = tensorboard_log_for(args, recipe) if distribute.is_chief(strategy) else None
     stopwatch.lap("load")
 
     big_data.check_memory(recipe, len(data.users), catalogue_size, data.num_ratings)
     # One seed for Python, numpy and TensorFlow: the embeddings' starting values and the shuffling. On a
-    # CPU that is enough for identical answers run after run (op determinism cost half again the time).
+    # CPU that is enough for identical answers run after run; op determinism is not needed (docs/speed.md).
     tf.keras.utils.set_random_seed(args.seed)
     user_ids_vocabulary, movie_titles_vocabulary = recommend.build_vocabularies(data)  # 2
     stopwatch.lap("vocabularies")
@@ -167,15 +168,15 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.d
     run = log.new_run(args.seed) if log else None
     callbacks = (log.callback(run),) if log else ()
     with strategy.scope():
-        model = tuned.build_model(user_ids_vocabulary, movie_titles_vocabulary, data.catalogue, recipe)  # 3
-        guards.train(model, data, recipe, args.seed, callbacks)  # 4
+        model = recipe.build_model(user_ids_vocabulary, movie_titles_vocabulary, data.catalogue)  # 3
+        guards.run_training(model, data, recipe, args.seed, callbacks)  # 4
     stopwatch.lap("training")
 
     index = recommend.build_index(model, data)  # 5
     needs_recommender = args.save_dir is not None or "user" not in question
     recommender = None
     if needs_recommender:
-        recommender = serving.build_recommender(model, index, data, movie_space.fold_in_l2_for(recipe))
+        recommender = serving.build_recommender(model, index, data, recipe)
     stopwatch.lap("indexing")
 
     answer(question, args, index, data, None if "user" in question else recommender)  # 6
@@ -195,7 +196,7 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.d
             "catalogue_size": catalogue_size,
             "rated_counts": rated_counts,
             "training": {
-                "recipe": "tuned" if args.tuned else "tutorial",
+                "recipe": recipe.name,
                 "seed": args.seed,
                 **dataclasses.asdict(recipe),
             },
@@ -205,11 +206,11 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.d
         stopwatch.lap("saving")
 
 
-def tensorboard_log_for(args: argparse.Namespace) -> "tensorboard_log.TensorBoardLog | None":
+def tensorboard_log_for(args: argparse.Namespace, recipe) -> "tensorboard_log.TensorBoardLog | None":
     if args.tensorboard is None:
         return None
     genres = tensorboard_log.read_movie_genres(args.data_dir, args.dataset)
-    return tensorboard_log.TensorBoardLog(args.tensorboard, "tuned" if args.tuned else "tutorial", genres)
+    return tensorboard_log.TensorBoardLog(args.tensorboard, recipe.name, genres)
 
 
 def run_load(args: argparse.Namespace, stopwatch: Stopwatch) -> None:
@@ -253,7 +254,7 @@ def run_evaluate(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.di
         tensorboard_log.check_tensorboard_dir(args.tensorboard)
     recipe = options.recipe_from(args)
     data = download.load_movielens(args.data_dir, args.download_url, args.dataset)
-    log = tensorboard_log_for(args) if distribute.is_chief(strategy) else None
+    log = tensorboard_log_for(args, recipe) if distribute.is_chief(strategy) else None
     stopwatch.lap("load")
     repeat = args.repeat or 1
     seeds = list(range(args.seed, args.seed + repeat))
@@ -324,10 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (tf.errors.ResourceExhaustedError, MemoryError) as error:
         detail = (getattr(error, "message", None) or str(error) or "out of memory").strip().splitlines()[0]
-        print(
-            f"{parser.prog}: ran out of memory ({detail[:200]}); try a smaller --batch-size or --embedding-dim",
-            file=sys.stderr,
-        )
+        sizes = options.recipe_from(args, note_unused=False).sizes_to_shrink()
+        print(f"{parser.prog}: ran out of memory ({detail[:200]}); try a smaller {sizes}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 import recommend
-from beyond import big_data, guards, tuned
+from beyond import big_data, guards
 
 # The tutorial's held-out evaluation: shuffle once with this seed, train on 80%, test on 20%.
 SPLIT_SEED = 42
@@ -52,13 +52,13 @@ def evaluate(data: recommend.MovieLens, recipe, seeds: list[int], log=None, stra
         tf.keras.utils.set_random_seed(seed)
         run = log.new_run(seed) if log else None
         with (strategy or tf.distribute.get_strategy()).scope():
-            two_tower = tuned.build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue, recipe)
-            epochs = guards.train(two_tower, training, recipe, seed, (log.callback(run),) if log else ())
+            two_tower = recipe.build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue)
+            epochs = guards.run_training(two_tower, training, recipe, seed, (log.callback(run),) if log else ())
         if strategy is not None and strategy is not tf.distribute.get_strategy():
             # Evaluated on this machine alone: Keras would otherwise spread the test set over the workers
             # and add up their top-k accuracies.
             trained = two_tower
-            two_tower = tuned.build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue, recipe)
+            two_tower = recipe.build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue)
             two_tower.user_model.set_weights(trained.user_model.get_weights())
             two_tower.movie_model.set_weights(trained.movie_model.get_weights())
         recommend.progress(f"Evaluating on {len(test_rows):,} held-out ratings")
@@ -169,8 +169,8 @@ def held_out_metrics(model, training: recommend.MovieLens, held_out: recommend.M
         scores = tf.matmul(model.user_model(training.users[block]), movie_embeddings, transpose_b=True)
         recall, ndcg = ranking_metrics(
             scores.numpy(),
-            seen=rated_matrix(training_rated, block, len(training.catalogue_titles)),
-            relevant=rated_matrix(held_out_rated, block, len(held_out.catalogue_titles)),
+            seen=rated_matrix(training_rated, block, len(training.catalogue_rows)),
+            relevant=rated_matrix(held_out_rated, block, len(held_out.catalogue_rows)),
             cutoff=RANKING_CUTOFF,
         )
         recalls.append(recall)

@@ -1,13 +1,14 @@
 """Guards: what turns a long or failing run into progress lines and one clear message.
 
 The tutorial's `model.fit(...)` prints Keras's progress bar on stdout and, when something goes wrong,
-a traceback. This module adds, around the core's train():
+a traceback. This module adds, around the core's train() and every recipe's training:
 
     1. the errors the command line reports, each with its exit status (see cli.main)
     2. each epoch's mean loss per rating, and how far a long epoch has got, on stderr
     3. stopping at the first step whose loss is not a finite number, and refusing a model with NaNs
-    4. Ctrl-C, which stops after the current step instead of leaving TensorFlow's threads hanging
-    5. folders made and removed again, for checks that must leave no trace
+    4. stopping once the loss has converged, for a recipe that asks for it (beyond/recipes.py)
+    5. Ctrl-C, which stops after the current step instead of leaving TensorFlow's threads hanging
+    6. folders made and removed again, for checks that must leave no trace
 """
 
 import contextlib
@@ -23,7 +24,6 @@ import numpy as np
 import tensorflow as tf
 
 import recommend
-from beyond import tuned
 
 
 class UsageError(Exception):
@@ -48,27 +48,22 @@ def failure_reason(error: Exception) -> str:
     return reason.strip().splitlines()[0] if reason.strip() else type(error).__name__
 
 
-def train(model, data, recipe, seed: int, callbacks=()) -> int:
-    """The core's train() (or the tuned recipe's solver), reporting its progress on stderr, stopping once
-    the loss has converged for a recipe with a converged_below, and refusing a model that diverged.
-    Returns the number of epochs trained: fewer than the recipe's when it converged first."""
-    loss = model.describe_loss(data) if hasattr(model, "describe_loss") else ""
-    recommend.progress(f"Training on {data.num_ratings:,} ratings: {tuned.describe_training(recipe)}{loss}")
+def run_training(model, data, recipe, seed: int, callbacks=()) -> int:
+    """Trains MODEL the way RECIPE trains (see beyond/recipes.py), reporting its progress on stderr,
+    stopping at Ctrl-C or a loss that is not a number, and refusing a model that diverged. Returns the
+    number of epochs trained: fewer than the recipe's when it converged first."""
+    recommend.progress(f"Training on {data.num_ratings:,} ratings: {recipe.describe(data)}")
     divergence = StopWhenDiverged()
-    converged_below = getattr(recipe, "converged_below", 0.0)
     # EpochProgress puts each epoch's loss per rating in the logs the callbacks after it read.
-    stopping = [StopWhenConverged(converged_below)] if converged_below else []
     epochs = EpochProgress(data.num_ratings)
     with stop_training_on_ctrl_c(model) as ctrl_c:
-        tuned.train(model, data, recipe, seed, [ctrl_c, epochs, divergence, *stopping, *callbacks])
+        recipe.train(model, data, seed, [ctrl_c, epochs, divergence, *callbacks])
     # A model whose numbers have overflowed ranks movies by NaN: refuse it rather than report it.
     if divergence.diverged_in_epoch is not None or first_non_finite_weight(model) is not None:
         epoch = divergence.diverged_in_epoch or recipe.epochs
-        smaller = min(recipe.learning_rate / 10, recommend.TUTORIAL.learning_rate)
         raise TrainingDiverged(
-            f"training diverged in epoch {epoch}: the loss is no longer a finite number. The likely cause is "
-            f"the learning rate {recipe.learning_rate:g}, too large for these settings; try a smaller "
-            f"--learning-rate, such as {smaller:g}. Nothing was recommended, evaluated or saved."
+            f"training diverged in epoch {epoch}: the loss is no longer a finite number. "
+            f"{recipe.divergence_advice()} Nothing was recommended, evaluated or saved."
         )
     return epochs.epochs_done
 

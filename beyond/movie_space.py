@@ -25,10 +25,6 @@ from beyond.guards import UsageError
 
 # Newton's method converges in a handful of steps; twenty leave the vector unchanged to four decimals.
 FOLD_IN_STEPS = 20
-# The tutorial recipe has no L2: stopping after three epochs keeps its vectors short. Fitting a new viewer
-# to convergence has no such stop, so this pull towards zero stands in: the L2 that served the softmax
-# best on validation (docs/tuned-recipe.md, stage 6).
-FOLD_IN_DEFAULT_L2 = 0.3
 
 
 def match_title(text: str, titles: list[str]) -> str:
@@ -127,19 +123,6 @@ def least_squares_viewer(
         + l2 * tf.eye(dimension)
     )
     return tf.linalg.solve(system, rated_weight * tf.reduce_sum(liked, axis=0)[:, tf.newaxis])[:, 0]
-
-
-def fold_in_l2_for(recipe: recommend.Recipe) -> float:
-    """How strongly a new viewer's vector is pulled towards zero: the recipe's L2 on each embedding row.
-
-    Training applies that L2 at every step: with the softmax recipes' batches, about 25 times an epoch,
-    against each of a user's ratings once an epoch. (The tuned recipe's L2 counts once a pass, as ALS's
-    does: see beyond/tuned.py.) Counted that way, a viewer who names three films would be held to a vector so short
-    that the catalogue's hits came first whatever they named, as for a user who had watched only those
-    three. But three films named are a sample of someone's taste, not all they have ever seen, so the
-    coefficient is applied once.
-    """
-    return getattr(recipe, "embedding_l2", 0.0) or FOLD_IN_DEFAULT_L2
 
 
 def catalogue_titles(recommender) -> list[str]:

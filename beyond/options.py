@@ -18,7 +18,7 @@ import os
 import urllib.parse
 
 import recommend
-from beyond import movie_space, tuned
+from beyond import movie_space, recipes
 from beyond.guards import UsageError
 
 DEFAULT_SEED = 42
@@ -229,9 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def defaults(name: str) -> str:
     """A recipe field's default for --help: the tutorial's, and the tuned recipe's where it differs."""
-    tutorial = getattr(recommend.TUTORIAL, name)
+    tutorial = getattr(recipes.TUTORIAL, name)
     text = f"{tutorial:g}"
-    for recipe, flags in ((tuned.TUNED, "--tuned"), (tuned.TUNED_BY_ADAM, "--tuned --optimizer adam")):
+    for recipe, flags in ((recipes.TUNED, "--tuned"), (recipes.TUNED_BY_ADAM, "--tuned --optimizer adam")):
         if getattr(recipe, name) != tutorial:
             text += f"; {getattr(recipe, name):g} with {flags}"
     return text
@@ -251,25 +251,21 @@ def check_optimizer(args: argparse.Namespace) -> None:
         )
 
 
-def recipe_from(args: argparse.Namespace) -> recommend.Recipe:
-    """The tutorial's or the tuned recipe, with whatever the command line set explicitly."""
-    base = recommend.TUTORIAL
-    if args.tuned:
-        base = tuned.TUNED if args.optimizer in (None, "als") else tuned.TUNED_BY_ADAM
+def recipe_from(args: argparse.Namespace, note_unused: bool = True) -> "recipes.TutorialRecipe":
+    """The recipe --tuned and --optimizer choose, with whatever the command line set explicitly; a note
+    on stderr names the options given that it does not use."""
     overrides = {
         name: getattr(args, name)
         for name in [name for _, _, name, _, _ in RECIPE_OPTIONS] + ["optimizer"]
         if getattr(args, name) is not None
     }
-    recipe = dataclasses.replace(base, **overrides)
-    if recipe.optimizer == "als":
-        given = {"--learning-rate": args.learning_rate, "--batch-size": args.batch_size}
-        ignored = [flag for flag, value in given.items() if value is not None]
-        if ignored:
-            recommend.progress(
-                f"note: {', '.join(ignored)} ignored: alternating least squares takes no steps down a "
-                "gradient and no batches; it solves for each user and each movie in turn"
-            )
+    recipe = dataclasses.replace(recipes.choose(args.tuned, args.optimizer), **overrides)
+    if not note_unused:
+        return recipe
+    unused, why = recipe.unused_options()
+    ignored = [flag for flag, _, name, _, _ in RECIPE_OPTIONS if flag in unused and getattr(args, name) is not None]
+    if ignored:
+        recommend.progress(f"note: {', '.join(ignored)} ignored: {why}")
     return recipe
 
 

@@ -165,17 +165,16 @@ class Recommender(tf.Module):
             return tf.identity(rows)
 
 
-def build_recommender(model, index, data: recommend.MovieLens, fold_in_l2: float) -> Recommender:
-    """A Recommender around the core's index (build_index) of a trained model. A new viewer is fitted to
-    the loss the model was trained on: implicit ALS's (least_squares_viewer) or the softmax."""
+def build_recommender(model, index, data: recommend.MovieLens, recipe) -> Recommender:
+    """A Recommender around the core's index (build_index) of a model RECIPE trained. A new viewer is
+    fitted to the loss the model was trained on: implicit ALS's (least_squares_viewer) or the softmax."""
     return Recommender(
         index,
         data.users,
         big_data.rated_by_user(data),
         data.catalogue,
         model.movie_model(data.catalogue),
-        fold_in_l2,
-        getattr(model, "rated_weight", 0.0),
+        *recipe.fold_in(),
     )
 
 

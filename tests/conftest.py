@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as `python recommend.py` sets it (beyond/launch.py)
 import recommend  # noqa: E402  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 from beyond import download  # noqa: E402
 
@@ -63,7 +64,7 @@ def from_ratings(user_ids, movie_titles, movies, size="100k", stars=None) -> "re
     assert (
         titles[rating_titles] == np.asarray(movie_titles, dtype=object)
     ).all(), "a rated title is no movie"
-    catalogue_titles = np.flatnonzero(np.bincount(rating_titles, minlength=len(titles))).astype(np.int32)
+    catalogue_rows = np.flatnonzero(np.bincount(rating_titles, minlength=len(titles))).astype(np.int32)
     stars = np.full(len(rating_users), 5.0) if stars is None else stars
     return recommend.MovieLens(
         users,
@@ -72,7 +73,7 @@ def from_ratings(user_ids, movie_titles, movies, size="100k", stars=None) -> "re
         rating_titles,
         np.asarray(stars, np.float32),
         np.asarray(movies, dtype=object),
-        catalogue_titles,
+        catalogue_rows,
         size,
     )
 

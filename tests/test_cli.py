@@ -1,10 +1,7 @@
 """The command line on the tiny dataset: output formats, and one clear line for every mistake."""
 
 import json
-import os
 import re
-import subprocess
-import sys
 
 import recommend
 from conftest import PLANTED_MOVIE
@@ -111,40 +108,3 @@ def assert_one_line_error(status, out, err, *fragments):
     assert "Traceback" not in err
     for fragment in fragments:
         assert fragment in lines[0]
-
-
-def test_the_script_run_as_a_program_prints_only_its_answer(tiny_tfds):
-    """stdout carries the JSON alone, and TensorFlow's C++ start-up lines never reach stderr."""
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recommend.py")
-    completed = subprocess.run(
-        [
-            sys.executable,
-            script,
-            "--user",
-            "1",
-            "--k",
-            "3",
-            "--json",
-            "--data-dir",
-            tiny_tfds,
-            *TINY_TRAINING,
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert completed.returncode == 0, completed.stderr
-    assert json.loads(completed.stdout)["recommendations"][0]["title"] == PLANTED_MOVIE
-    assert len(completed.stdout.splitlines()) == 1
-    for noise in ("I0000", "E0000", "oneDNN", "cuda", "WARNING"):
-        assert noise not in completed.stderr
-
-
-def test_the_program_run_as_a_script_counts_the_time_tensorflow_takes_to_import(tiny_tfds):
-    """beyond/ imports recommend.py as `recommend`: the running script itself, not a second copy whose
-    clock would start after TensorFlow was already imported."""
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recommend.py")
-    argv = ["--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--epochs", "1", "--timings"]
-    completed = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True)
-    assert completed.returncode == 0, completed.stderr
-    imported = re.search(r"^timings: import (\d+\.\d)s", completed.stderr, re.M)
-    assert imported and float(imported.group(1)) >= 0.5, completed.stderr

@@ -126,3 +126,41 @@ def test_every_link_between_the_documents_reaches_a_file_and_every_anchor_a_head
                     for heading in re.findall(r"^#+ (.+)$", linked, re.M)
                 }
                 assert anchor in headings, f"{document} links to #{anchor}, which no heading makes"
+
+
+def test_the_map_from_the_tutorial_puts_each_quickstart_statement_beside_the_line_that_does_its_job():
+    text = open(os.path.join(ROOT, "docs", "from-the-tutorial.md"), encoding="utf-8").read()
+    # The quickstart's statements, each shown, in the quickstart's order.
+    statements = [
+        'tfds.load("movielens/100k-ratings"',
+        'tfds.load("movielens/100k-movies"',
+        "ratings = ratings.map(",
+        "movies = movies.map(",
+        "user_ids_vocabulary.adapt(",
+        "movie_titles_vocabulary.adapt(movies)",
+        "class MovieLensModel(tfrs.Model)",
+        "return self.task(user_embeddings, movie_embeddings)",
+        "user_model = tf.keras.Sequential(",
+        "task = tfrs.tasks.Retrieval(metrics=tfrs.metrics.FactorizedTopK(",
+        "model.compile(optimizer=tf.keras.optimizers.Adagrad(0.5))",
+        "model.fit(ratings.batch(4096), epochs=3)",
+        "index = tfrs.layers.factorized_top_k.BruteForce(model.user_model)",
+        "index.index_from_dataset(",
+        'index(np.array(["42"]))',
+    ]
+    places = [text.index(statement) for statement in statements]
+    assert places == sorted(places)
+    # Each link into recommend.py lands on a line that holds what the link shows.
+    lines = open(os.path.join(ROOT, "recommend.py"), encoding="utf-8").read().splitlines()
+    links = re.findall(r"\[`([^`]+)`\]\(\.\./recommend\.py#L(\d+)\)", text)
+    assert len(links) >= 20
+    for code, line in links:
+        assert code in lines[int(line) - 1], f"docs/from-the-tutorial.md links {code!r} to line {line}"
+    # Each test it names exists.
+    tests = "".join(
+        open(os.path.join(ROOT, "tests", name), encoding="utf-8").read()
+        for name in os.listdir(os.path.join(ROOT, "tests"))
+        if name.endswith(".py")
+    )
+    for name in re.findall(r"`(test_\w+)", text):
+        assert re.search(rf"def {name}", tests), f"docs/from-the-tutorial.md names {name}, which no test is"

@@ -11,6 +11,7 @@ import recommend
 from beyond import big_data, evaluation
 from conftest import from_ratings, tiny_movielens
 from test_cli import TINY_TRAINING, assert_one_line_error, run
+from test_training import train_tiny
 
 
 def test_ranking_metrics_on_a_case_worked_out_by_hand():
@@ -171,3 +172,21 @@ def test_the_repeat_table_shows_mean_and_spread(tiny_tfds, capsys):
 )
 def test_repeat_mistakes_are_refused_in_one_line(argv, fragment, capsys):
     assert_one_line_error(*run(capsys, *argv), fragment)
+
+
+def test_top_k_accuracy_is_the_rank_of_each_held_out_movie():
+    # The tutorial's FactorizedTopK, counted by hand: a held-out rating is a hit at k when fewer than k
+    # catalogue titles score above its own movie for its user.
+    data = tiny_movielens()
+    training, held_out = evaluation.subset(data, np.arange(0, 40, 2)), evaluation.subset(data, np.arange(1, 40, 2))
+    model = train_tiny(data=training).model
+    metrics = evaluation.held_out_metrics(model, training, held_out)
+    # In TensorFlow's float32 arithmetic, as the metric computes them: a movie's own score and the same
+    # movie's score among the catalogue's can differ in the last bit.
+    users = model.user_model(held_out.user_ids)
+    own = tf.reduce_sum(users * model.movie_model(held_out.movie_titles), axis=1)
+    scores = tf.matmul(users, model.movie_model(data.catalogue), transpose_b=True)
+    above = np.sum(scores.numpy() > own.numpy()[:, np.newaxis], axis=1)
+    assert sorted(set(above)) != [0] and 0 < metrics["top_5"] < 1  # ranks of many sizes: a test of them
+    for k in recommend.TOP_KS:
+        assert metrics[f"top_{k}"] == pytest.approx(np.mean(above < k), abs=1e-4), k

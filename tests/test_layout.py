@@ -41,10 +41,88 @@ def test_importing_the_core_loads_nothing_beyond_the_tutorial():
     assert completed.stdout.strip() == "[]"
 
 
-def test_the_core_imports_only_the_command_line_and_only_inside_main():
+def test_the_core_imports_the_package_only_in_main_and_in_the_launcher_before_its_imports():
     tree = ast.parse(open(os.path.join(ROOT, "recommend.py"), encoding="utf-8").read())
     main = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "main")
-    assert imported_modules(tree) == imported_modules(main) == {"beyond.cli"}
+    launcher = [node for node in tree.body if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)]
+    assert len(launcher) == 1 and len(launcher[0].body) <= 2  # at most two lines of plumbing
+    assert imported_modules(main) == {"beyond.cli"}
+    assert imported_modules(launcher[0]) == {"beyond.launch"}
+    assert imported_modules(tree) == {"beyond.cli", "beyond.launch"}
+
+
+TUTORIAL_LIBRARIES = {"numpy", "tensorflow", "tensorflow_datasets", "tensorflow_recommenders"}
+
+
+def test_the_first_screen_is_the_docstring_and_the_imports_of_the_tutorials_libraries():
+    source = open(os.path.join(ROOT, "recommend.py"), encoding="utf-8").read()
+    step_1 = next(n for n, line in enumerate(source.splitlines(), 1) if line.startswith("# 1. "))
+    assert step_1 <= 60
+    tree = ast.parse(source)
+    before_step_1 = [node for node in tree.body if node.lineno < step_1]
+    docstring, *statements = before_step_1
+    assert isinstance(docstring, ast.Expr) and isinstance(docstring.value, ast.Constant)
+    imported, others = set(), []
+    for node in statements:
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module.split(".")[0])
+        else:
+            others.append(ast.unparse(node).splitlines()[0])
+    assert TUTORIAL_LIBRARIES <= imported <= TUTORIAL_LIBRARIES | set(sys.stdlib_module_names)
+    # Beside them: the one setting TensorFlow Recommenders needs before TensorFlow is imported, and the
+    # hand-over to beyond/launch.py when the file is run as a program.
+    assert others == ["if __name__ == '__main__':", "os.environ['TF_USE_LEGACY_KERAS'] = '1'"]
+
+
+def modules_defining(name: str) -> list[str]:
+    """The package modules that define a function NAME at their top level."""
+    found = []
+    for module in sorted(os.listdir(PACKAGE)):
+        if module.endswith(".py"):
+            tree = ast.parse(open(os.path.join(PACKAGE, module), encoding="utf-8").read())
+            if any(isinstance(node, ast.FunctionDef) and node.name == name for node in tree.body):
+                found.append(module)
+    return found
+
+
+def test_one_module_chooses_the_recipe_and_nothing_else_asks_which_it_has():
+    for module in sorted(os.listdir(PACKAGE)):
+        if not module.endswith(".py") or module == "recipes.py":
+            continue
+        source = open(os.path.join(PACKAGE, module), encoding="utf-8").read()
+        tree = ast.parse(source)
+        for node in ast.walk(tree):
+            # isinstance(recipe, TunedRecipe), hasattr(model, ...) or getattr(recipe, ..., default): a question
+            # of which recipe it is, which only the recipe itself may answer.
+            call = ast.unparse(node.func) if isinstance(node, ast.Call) else ""
+            asks = call in ("isinstance", "hasattr") or (call == "getattr" and len(node.args) == 3)
+            assert not (asks and re.search(r"recipe|model|Recipe", ast.unparse(node))), (
+                f"beyond/{module}: {ast.unparse(node)}"
+            )
+            if isinstance(node, ast.Compare):
+                assert "recipe.optimizer" not in ast.unparse(node), f"beyond/{module}: {ast.unparse(node)}"
+        assert "TunedRecipe" not in source and "TutorialRecipe(" not in source, module
+    # The flags are turned into a recipe in one function, which asks recipes.choose.
+    callers = [
+        module
+        for module in sorted(os.listdir(PACKAGE))
+        if module.endswith(".py") and "recipes.choose(" in open(os.path.join(PACKAGE, module), encoding="utf-8").read()
+    ]
+    assert callers == ["options.py"]
+    assert modules_defining("train") == []  # the core's train() is the one function of that name
+
+
+def test_error_handling_imports_no_recipe():
+    modules = package_modules()
+    reached, waiting = set(), ["beyond.guards"]
+    while waiting:
+        module = waiting.pop()
+        for imported in modules.get(module, set()) - reached:
+            reached.add(imported)
+            waiting.append(imported)
+    assert not reached & {"beyond.recipes", "beyond.tuned", "beyond.alternating_least_squares"}
 
 
 def test_every_module_imports_the_core_and_none_imports_the_command_line():

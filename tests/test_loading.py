@@ -8,7 +8,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import recommend
-from beyond import download, guards, tuned
+from beyond import download, guards, recipes, tuned
 from conftest import MOVIE_TITLES, MOVIES_DATASET, RATINGS_DATASET, from_ratings, tiny_ratings, tiny_stars
 
 
@@ -96,4 +96,4 @@ def test_a_rating_without_stars_reads_as_none_and_weighs_as_an_average_one():
         np.array([b"Heat (1995)"], dtype=object),
         stars=np.array([parsed["user_rating"].numpy()[0], 4.0]),
     )
-    np.testing.assert_allclose(tuned.rating_weights(data, tuned.TUNED), [6.0, 6.0])
+    np.testing.assert_allclose(tuned.rating_weights(data, recipes.TUNED), [6.0, 6.0])

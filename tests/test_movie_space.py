@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from beyond import guards, movie_space
+from beyond import guards, movie_space, recipes
 from conftest import ALPHA, BETA
 from test_cli import TINY_TRAINING, assert_one_line_error, run
 
@@ -105,7 +105,7 @@ def test_fold_in_converges_on_a_catalogue_of_realistic_size():
     # sum over liked of [logsumexp(E v) - e_m . v] + l2 |v|^2 is zero to float32 precision.
     embeddings = tf.constant(np.random.default_rng(0).normal(0, 0.4, (1664, 64)), tf.float32)
     liked = tf.constant(np.arange(0, 1000, 100), tf.int64)
-    l2 = movie_space.FOLD_IN_DEFAULT_L2
+    l2 = recipes.FOLD_IN_DEFAULT_L2
     viewer = movie_space.fold_in_viewer(embeddings, liked, tf.constant(l2))
     expected_movie = tf.linalg.matvec(
         embeddings, tf.nn.softmax(tf.linalg.matvec(embeddings, viewer)), transpose_a=True

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import recommend
-from beyond import tuned
+from beyond import recipes
 from test_cli import TINY_TRAINING, assert_one_line_error, run
 
 QUESTIONS = [
@@ -288,5 +288,5 @@ def test_a_tuned_recommender_fits_new_viewers_to_its_own_loss_after_loading(tiny
     assert trained[0] == loaded[0] == 0
     assert loaded[1] == trained[1]
     saved_model = tf.saved_model.load(target)
-    assert float(saved_model.fold_in_rated_weight) == tuned.TUNED.rated_weight
-    assert float(saved_model.fold_in_l2) == tuned.TUNED.embedding_l2
+    assert float(saved_model.fold_in_rated_weight) == recipes.TUNED.rated_weight
+    assert float(saved_model.fold_in_l2) == recipes.TUNED.embedding_l2

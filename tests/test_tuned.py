@@ -8,21 +8,21 @@ import pytest
 import tensorflow as tf
 
 import recommend
-from beyond import movie_space, serving, tuned
+from beyond import movie_space, recipes, serving, tuned
 from conftest import ALPHA, BETA, PLANTED_MOVIE, PLANTED_USER, from_ratings, tiny_movielens
 from test_training import TINY_RECIPE, titles, top, train_tiny
 
 # The tiny recipe of test_training.py, on implicit ALS's loss.
-TINY_TUNED = tuned.TunedRecipe(**dataclasses.asdict(TINY_RECIPE))
+TINY_TUNED = recipes.TunedRecipe(**dataclasses.asdict(TINY_RECIPE))
 
 
 def als_features(data):
     """What a model of the tuned recipe trains on, for rating numbers."""
-    return tuned.build_model(*recommend.build_vocabularies(data), data.catalogue, tuned.TUNED).features(data)
+    return recipes.TUNED.build_model(*recommend.build_vocabularies(data), data.catalogue).features(data)
 
 
 def test_a_ratings_weight_grows_with_its_stars_and_averages_the_rated_weight():
-    def weights(stars, recipe=tuned.TUNED):
+    def weights(stars, recipe=recipes.TUNED):
         users = np.array([b"1", b"2", b"3", b"4"], dtype=object)
         movies = np.array([b"Heat"] * 4, dtype=object)
         data = from_ratings(users, movies, movies[:1], stars=np.array(stars, np.float32))
@@ -30,8 +30,8 @@ def test_a_ratings_weight_grows_with_its_stars_and_averages_the_rated_weight():
 
     # Average 3 stars: 1 + 5 x 5/3, 1 + 5 x 3/3, 1 + 5 x 1/3; the weights average the recipe's 6.
     np.testing.assert_allclose(weights([5, 3, 1, 3]), [1 + 25 / 3, 6.0, 1 + 5 / 3, 6.0], rtol=1e-6)
-    assert weights([5, 3, 1, 3]).mean() == pytest.approx(tuned.TUNED.rated_weight)
-    unweighted = dataclasses.replace(tuned.TUNED, weight_by_stars=False)
+    assert weights([5, 3, 1, 3]).mean() == pytest.approx(recipes.TUNED.rated_weight)
+    unweighted = dataclasses.replace(recipes.TUNED, weight_by_stars=False)
     np.testing.assert_allclose(weights([5, 3, 1, 3], unweighted), [6.0] * 4)
     # A rating whose stars are not a positive number counts as an average one, and stays out of the
     # average (3 here), so that damaged stars can neither turn the loss negative nor move the others.
@@ -127,7 +127,7 @@ def test_implicit_als_learns_the_planted_tastes():
     assert set(recommendations[:5]) == set(BETA)
     # A new viewer who names two Beta films is fitted to the same loss and is offered the other Beta ones.
     served = serving.build_recommender(
-        recommender.model, recommender.index, recommender.data, recipe.embedding_l2
+        recommender.model, recommender.index, recommender.data, recipe
     )
     liked = movie_space.recommend_for_liked(served, list(BETA[:2]), 3, include_rated=False)
     assert set(titles(liked)) == set(BETA[2:])

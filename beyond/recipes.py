@@ -1,0 +1,198 @@
+"""The recipes, side by side: the tutorial's and the tuned one, and the one place that chooses between them.
+
+The core's Recipe holds the settings its build_model() and train() read. A recipe here is that Recipe
+plus everything else that differs from one recipe to the next, so that no other module asks which
+recipe it has; every difference between the tutorial's recipe and the tuned one is in this file:
+
+    1. build_model and train: the towers and how they are fitted (the core's steps 3 and 4, or implicit
+       ALS's loss of beyond/tuned.py, solved by beyond/alternating_least_squares.py)
+    2. describe: what the line that starts training says
+    3. memory_bytes: what training holds at once, for the check before it starts (beyond/big_data.py)
+    4. fold_in: how a new viewer who names films they liked (--liked) gets a vector
+    5. what to change when training diverges or runs out of memory
+    6. choose: the recipe --tuned and --optimizer ask for
+
+    python recommend.py --user 42                            # TUTORIAL: the TFRS quickstart's settings
+    python recommend.py --user 42 --tuned                    # TUNED: implicit ALS's loss, solved
+    python recommend.py --user 42 --tuned --optimizer adam   # TUNED_BY_ADAM: the same loss, by gradients
+"""
+
+import dataclasses
+import typing
+
+import tensorflow as tf
+
+import recommend
+from beyond import alternating_least_squares, big_data, guards, tuned
+
+# The tutorial's recipe has no L2: stopping after three epochs keeps its vectors short. Fitting a new viewer
+# to convergence has no such stop, so this pull towards zero stands in: the L2 that served the softmax
+# best on validation (docs/tuned-recipe.md, stage 6).
+FOLD_IN_DEFAULT_L2 = 0.3
+
+
+@dataclasses.dataclass(frozen=True)
+class TutorialRecipe(recommend.Recipe):
+    """The TFRS quickstart's recipe: the in-batch softmax, by Adagrad 0.5 (the core's defaults)."""
+
+    name: typing.ClassVar[str] = "tutorial"
+
+    def build_model(self, user_ids_vocabulary, movie_titles_vocabulary, catalogue) -> recommend.MovieLensModel:
+        return recommend.build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue, self.embedding_dim)
+
+    def train(self, model, data: recommend.MovieLens, seed: int, callbacks=()) -> None:
+        recommend.train(model, data, self, seed, callbacks)
+
+    def describe(self, data: recommend.MovieLens) -> str:
+        epochs = f"{self.epochs} epoch{'s' if self.epochs > 1 else ''}"
+        return f"{epochs}, batches of {self.batch_size:,}, {self.optimizer.capitalize()} {self.learning_rate:g}"
+
+    def memory_bytes(self, num_users: int, num_movies: int, num_ratings: int) -> int:
+        return big_data.training_memory_bytes(num_users, num_movies, self.embedding_dim, self.batch_size)
+
+    def describe_sizes(self, num_ratings: int) -> str:
+        """The sizes that decide the memory training needs, as the options that set them."""
+        return f"--embedding-dim {self.embedding_dim} and --batch-size {self.batch_size}"
+
+    def fold_in(self) -> tuple[float, float]:
+        """How a new viewer is fitted (beyond/movie_space.py): the L2 and the weight of a liked film in
+        implicit ALS's loss, 0 for the softmax the tutorial's recipe trains on.
+
+        Training applies the recipe's L2 at every step: with the softmax recipes' batches, about 25 times
+        an epoch, against each of a user's ratings once an epoch. Counted that way, a viewer who names
+        three films would be held to a vector so short that the catalogue's hits came first whatever
+        they named. But three films named are a sample of someone's taste, not all they have ever seen,
+        so the coefficient is applied once."""
+        return FOLD_IN_DEFAULT_L2, 0.0
+
+    def divergence_advice(self) -> str:
+        smaller = min(self.learning_rate / 10, TUTORIAL.learning_rate)
+        return (
+            f"The likely cause is the learning rate {self.learning_rate:g}, too large for these settings; try "
+            f"a smaller --learning-rate, such as {smaller:g}."
+        )
+
+    def sizes_to_shrink(self) -> str:
+        return "--batch-size or --embedding-dim"
+
+    def unused_options(self) -> tuple[tuple[str, ...], str]:
+        """Options that do not act on how this recipe trains, and why: given, they are noted as ignored."""
+        return (), ""
+
+
+TUTORIAL = TutorialRecipe()
+
+
+@dataclasses.dataclass(frozen=True)
+class TunedRecipe(TutorialRecipe):
+    """Implicit ALS's loss over the whole catalogue (beyond/tuned.py), each rating weighted by its stars,
+    solved by alternating least squares until it has converged, or trained by Adam's steps."""
+
+    name: typing.ClassVar[str] = "tuned"
+
+    # L2 weight decay on both embedding tables: ALS's lambda, counted once a pass (see tuned.OncePerPass).
+    embedding_l2: float = 0.0
+    # In implicit ALS's loss a rated movie's error counts this many times an unrated one's: a rating is a
+    # clear sign of taste, while a movie not rated may only be one the user never came across.
+    rated_weight: float = 6.0
+    # A rating's weight grows with its stars, 1 + (rated_weight - 1) x stars / average stars: rated_weight
+    # on average. The held-out test still counts any rating as a hit.
+    weight_by_stars: bool = False
+    # Training stops after the first pass that changes the loss by less than this share of it; 0 never
+    # stops early. `epochs` is then the most passes it may take.
+    converged_below: float = 0.0
+
+    def build_model(self, user_ids_vocabulary, movie_titles_vocabulary, catalogue) -> recommend.MovieLensModel:
+        """The core's towers, trained on implicit ALS's loss over the catalogue, with the recipe's L2."""
+        # Under a distribution strategy (--distribute) every replica adds the L2 penalty to its own loss and
+        # the replicas' gradients are summed, so each adds its share.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        # Alternating least squares adds its L2 to each system it solves; gradient steps need the regularizer.
+        needs_regularizer = self.embedding_l2 > 0 and not self.solved
+        regularizer = tuned.OncePerPass(self.embedding_l2 / replicas) if needs_regularizer else None
+        user_model = recommend.tower(user_ids_vocabulary, self.embedding_dim, regularizer)
+        movie_model = recommend.tower(movie_titles_vocabulary, self.embedding_dim, regularizer)
+        task = recommend.retrieval_task(movie_model, catalogue)
+        return tuned.ImplicitALSModel(user_model, movie_model, task, catalogue, self, regularizer)
+
+    def train(self, model, data: recommend.MovieLens, seed: int, callbacks=()) -> None:
+        if self.converged_below:
+            # After the callbacks that put the epoch's loss per rating in the logs (see guards.EpochProgress).
+            callbacks = [*callbacks, guards.StopWhenConverged(self.converged_below)]
+        if not self.solved:
+            recommend.train(model, data, self, seed, callbacks)
+            return
+        # The weights are made in the call, so that once the solver has its own copy nothing holds them.
+        alternating_least_squares.solve_tables(
+            model, data, tuned.rating_weights(data, self), self.embedding_l2, self.epochs, callbacks
+        )
+
+    @property
+    def solved(self) -> bool:
+        """Whether alternating least squares trains it, rather than gradient steps."""
+        return self.optimizer == "als"
+
+    def describe(self, data: recommend.MovieLens) -> str:
+        until = f", stopping at the first that changes the loss by under {self.converged_below * 100:g}%"
+        until = until if self.converged_below else ""
+        at_most = "at most " if self.converged_below else ""
+        epochs = f"{at_most}{self.epochs} epoch{'s' if self.epochs > 1 else ''}"
+        training = f"{epochs} of alternating least squares{until}"
+        if not self.solved:
+            training = f"{epochs}{until}, batches of {self.batch_size:,}, {self.optimizer.capitalize()} {self.learning_rate:g}"
+        stars = ", each rating weighted by its stars" if self.weight_by_stars else ""
+        return f"{training}, implicit ALS's loss over all {len(data.catalogue):,} titles{stars}"
+
+    def memory_bytes(self, num_users: int, num_movies: int, num_ratings: int) -> int:
+        solved_ratings = num_ratings if self.solved else 0
+        return big_data.training_memory_bytes(
+            num_users, num_movies, self.embedding_dim, self.batch_size, True, solved_ratings
+        )
+
+    def describe_sizes(self, num_ratings: int) -> str:
+        if self.solved:
+            return f"--embedding-dim {self.embedding_dim} on {num_ratings:,} ratings"
+        return super().describe_sizes(num_ratings)
+
+    def unused_options(self) -> tuple[tuple[str, ...], str]:
+        if not self.solved:
+            return (), ""
+        return ("--learning-rate", "--batch-size"), (
+            "alternating least squares takes no steps down a gradient and no batches; it solves for each "
+            "user and each movie in turn"
+        )
+
+    def fold_in(self) -> tuple[float, float]:
+        """A new viewer fitted to implicit ALS's loss, with its L2, counted once as a pass counts it; a
+        liked film, which has no stars, weighs as an average rating."""
+        return self.embedding_l2, self.rated_weight
+
+
+TUNED = TunedRecipe(
+    embedding_l2=50.0,
+    rated_weight=6.0,
+    weight_by_stars=True,
+    # Alternating least squares (beyond/alternating_least_squares.py): each side nearly solved in turn.
+    optimizer="als",
+    epochs=15,
+    converged_below=0.001,
+)
+# The same loss trained by gradient steps, which tf.distribute can share out (--tuned --optimizer adam).
+TUNED_BY_ADAM = dataclasses.replace(
+    TUNED,
+    # One batch holds every rating of MovieLens 100k, so each step is gradient descent on the whole loss.
+    # Adam's steps do not shrink as gradients add up, so it converges where Adagrad's become too small.
+    optimizer="adam",
+    batch_size=100_000,
+    shuffle_each_epoch=True,
+    learning_rate=0.05,
+    epochs=100,
+    converged_below=0.0,  # a fixed 100 steps, the number docs/tuned-recipe.md measured
+)
+
+
+def choose(tuned_recipe: bool, optimizer: str | None) -> TutorialRecipe:
+    """The recipe --tuned and --optimizer ask for, before the other flags override its settings."""
+    if not tuned_recipe:
+        return TUTORIAL
+    return TUNED if optimizer in (None, "als") else TUNED_BY_ADAM
