@@ -1,5 +1,6 @@
 """--dataset: the larger MovieLens sizes, each in its own file format, through TFDS's real builders."""
 
+import dataclasses
 import json
 import time
 
@@ -157,3 +158,17 @@ def test_sorted_distinct_gives_what_np_unique_gives():
     assert big_data.sorted_distinct(np.array([3, -1, 3, 2, -1, 3])).tolist() == [-1, 2, 3]
     assert big_data.sorted_distinct(np.array([7])).tolist() == [7]
     assert big_data.sorted_distinct(np.zeros(0, np.int64)).tolist() == []
+
+
+def test_the_chunked_loader_gives_the_cores_numbers_array_for_array(tiny_tfds_larger_size, monkeypatch):
+    size, data_dir = tiny_tfds_larger_size
+    whole = recommend.load_movielens(data_dir, size)
+    monkeypatch.setattr(recommend, "READ_CHUNK_SIZE", 7)  # 40 ratings in chunks of 7, the last of 5
+    chunked = big_data.load_movielens(data_dir, size)
+    for field in dataclasses.fields(recommend.MovieLens):
+        mine, core = getattr(chunked, field.name), getattr(whole, field.name)
+        if isinstance(core, np.ndarray):
+            assert mine.dtype == core.dtype, field.name
+            np.testing.assert_array_equal(mine, core, err_msg=field.name)
+        else:
+            assert mine == core
