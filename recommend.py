@@ -8,14 +8,14 @@ that is what makes retrieval fast. The six steps, in order below:
     1. load_movielens       read MovieLens ratings and movie titles with TensorFlow Datasets
     2. build_vocabularies   map user ids and movie titles to embedding rows (StringLookup)
     3. build_model          the user tower, the movie tower and the retrieval task (tfrs.Model)
-    4. train                fit both towers with Adagrad on the in-batch softmax
+    4. train                fit both towers on the in-batch softmax (the quickstart's Adagrad)
     5. build_index          score every movie for a user (BruteForce)
     6. recommend            ask the index for one user's top k, leaving out movies they rated
 
 The tutorial is TFRS's quickstart, whose settings are the defaults (Recipe), with the 80/20 split of
 its basic_retrieval tutorial for --evaluate. Where a step departs from their calls, a sentence there
-says why; docs/from-the-tutorial.md puts each of the quickstart's statements beside the line here that
-does its job. All that goes beyond the tutorial lives in the beyond/ package (docs/architecture.md).
+says why; docs/from-the-tutorial.md puts each quickstart statement beside the line here doing its job.
+The command line and all else beyond the tutorial live in beyond/, which calls these six steps.
 
     python recommend.py --user 42                  # train, then print user 42's top 10
     python recommend.py --user 42 --k 5 --json     # the same as one JSON document
@@ -54,14 +54,14 @@ READ_CHUNK_SIZE = 1_000_000  # examples parsed at once: all of 100k in one go
 
 @dataclasses.dataclass(frozen=True, eq=False)  # arrays do not compare as one value
 class MovieLens:
-    """MovieLens as numbers. Each user id and title is kept once, as text, and each rating names them
-    by their row, so that 25 million ratings take 300 MB rather than gigabytes of strings:
+    """MovieLens as numbers: each rating names its user and its title by their row in the sorted lists of
+    distinct ones, so that even MovieLens 25M's 25 million ratings take 300 MB, not gigabytes of text:
 
         users           every user id that rated something, sorted (UTF-8 bytes, as TFDS stores text)
         titles          every movie title, sorted, each once
         rating_users    each rating's user: a row of `users` (int32)
         rating_titles   each rating's movie: a row of `titles` (int32)
-        rating_stars    each rating's stars, 1 to 5 (float32; 0 where missing): the tuned recipe reads them
+        rating_stars    each rating's stars, 1 to 5 (float32; 0 where missing): the tuned recipe's weights
         movies          the movies dataset's title of each movie id, in its order: what the tutorial's
                         title vocabulary is adapted to (18 titles of 100k belong to two movie ids)
         catalogue_rows  the rows of `titles` somebody rated: the movies that can be recommended
@@ -165,7 +165,7 @@ class MovieLensModel(tfrs.Model):
         self.user_model = user_model
         self.movie_model = movie_model
         self.task = task
-        # Keras resets metrics every epoch, so this adds up one epoch's loss for the progress line.
+        # Keras logs only the last batch's loss; this adds up the epoch's (reset, as metrics are, each epoch).
         self.summed_loss = tf.keras.metrics.Sum(name="summed_loss")
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
@@ -176,22 +176,22 @@ class MovieLensModel(tfrs.Model):
             movie_embeddings = self.movie_model(features["movie_title"])
             return self.task(user_embeddings, movie_embeddings)
         # Training: the tutorial returns the same self.task(user_embeddings, movie_embeddings), a softmax
-        # over every rating's user against every rating's movie of the batch. in_batch_softmax_loss is that
-        # loss over the batch's distinct users and movies: the same loss and gradients, many times faster
-        # (tests/test_training.py, test_the_distinct_movie_softmax_is_retrievals_own_loss_...).
+        # over every rating's user against every rating's movie of the batch. training_loss computes it as
+        # in_batch_softmax_loss, over the batch's distinct users and movies: the same loss and gradients,
+        # many times faster (tests/test_training.py, test_the_distinct_movie_softmax_is_retrievals_own_...).
         loss = self.training_loss(features)
         self.summed_loss.update_state(loss)
         return loss
 
-    # What training computes and is fed are methods, so that a variant recipe (beyond/recipes.py) can
-    # replace both in a subclass.
+    # What training computes and is fed are methods, so that the tuned recipe's model (beyond/tuned.py)
+    # can replace both in a subclass.
     def training_loss(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
         return in_batch_softmax_loss(
             self.user_model, self.movie_model, features["user_id"], features["movie_title"]
         )
 
     def features(self, data: MovieLens):
-        """What the model trains on, for a batch of rating numbers (see rating_features)."""
+        """A function from a batch of rating numbers to what the model trains on (rating_features, step 4)."""
         return rating_features(data)
 
 
@@ -228,13 +228,15 @@ TOP_KS = (1, 5, 10, 50, 100)  # the cut-offs of the tutorial's top-k accuracy
 
 
 def retrieval_task(movie_model: tf.keras.Model, catalogue: np.ndarray) -> tfrs.tasks.Retrieval:
-    # The metric ranks against the whole catalogue, mapped through the tower whenever it is computed.
+    # The metric ranks against the catalogue, mapped through the tower whenever it is computed: each title
+    # once, where the quickstart's movies list 18 titles twice (see build_index). Batches of 2,048 are
+    # fewer steps than the quickstart's 128 for the same result.
     candidates = tf.data.Dataset.from_tensor_slices(catalogue).batch(2048).map(movie_model)
     return tfrs.tasks.Retrieval(metrics=tfrs.metrics.FactorizedTopK(candidates=candidates, ks=TOP_KS))
 
 
 def build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue, embedding_dim=64) -> MovieLensModel:
-    """Builds the user and movie towers, EMBEDDING_DIM numbers a vector, and joins them with a retrieval
+    """Builds the user and movie towers, embedding_dim numbers a vector, and joins them with a retrieval
     task."""
     user_model = tower(user_ids_vocabulary, embedding_dim)
     movie_model = tower(movie_titles_vocabulary, embedding_dim)
@@ -248,15 +250,15 @@ def build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue, embeddi
 class Recipe:
     """How the towers are built and trained. The defaults are the TFRS quickstart's."""
 
-    embedding_dim: int = 64  # numbers per user and per movie (build_model's)
-    # Adagrad shrinks each embedding row's steps as its squared gradients add up, so rarely seen users
-    # and movies still learn quickly while popular ones settle: that is why a rate of 0.5 is stable.
+    embedding_dim: int = 64  # numbers per user and per movie, passed to build_model
+    # Adagrad shrinks each weight's steps as its squared gradients add up, so rarely seen users and
+    # movies still learn quickly while popular ones settle: that is why the quickstart's 0.5 is stable.
     learning_rate: float = 0.5
     batch_size: int = 4096  # each rating's negatives are the other movies of its batch
     epochs: int = 3
     shuffle_each_epoch: bool = False  # the tutorial feeds the ratings in the same order every epoch
-    # A key of OPTIMIZERS. The tuned recipe of beyond/recipes.py may name its own way ("als"); it then
-    # trains its model itself rather than through train() below.
+    # "adagrad" or "adam", the Keras optimizers train() knows. beyond/recipes.py's tuned recipe may name
+    # its own way ("als"); it then trains its model itself, not through train().
     optimizer: str = "adagrad"
 
 
@@ -298,12 +300,12 @@ def train(model: MovieLensModel, data: MovieLens, recipe: Recipe, seed: int, cal
 
 
 def build_index(model: MovieLensModel, data: MovieLens) -> tfrs.layers.factorized_top_k.BruteForce:
-    """Embeds every movie once and indexes the embeddings for exact (brute-force) top-k search.
+    """Embeds each title of the catalogue once and indexes the embeddings for exact (brute-force) top-k.
 
     The tutorial indexes its movies dataset, 1,682 movie ids, so a title of two ids is listed twice. The
     catalogue holds each rated title once (1,664 of 100k), sorted; `index()` takes its embeddings as one
     tensor, where `index_from_dataset` would gather them from batches. Top-k keeps the earlier of equal
-    scores, so ties go alphabetically."""
+    scores, so ties go in the catalogue's order: its titles' bytes, sorted."""
     index = tfrs.layers.factorized_top_k.BruteForce(model.user_model)
     index.index(candidates=model.movie_model(data.catalogue), identifiers=tf.constant(data.catalogue))
     return index
@@ -313,8 +315,10 @@ def build_index(model: MovieLensModel, data: MovieLens) -> tfrs.layers.factorize
 
 
 def recommend(index, data: MovieLens, user_id: str, k: int = 10, include_rated: bool = False) -> list[dict]:
-    """One user's top k, best first, leaving out the movies they rated unless `include_rated`. The user
-    must be in the data and k at most the movies left; the command line checks both first."""
+    """One user's top k, best first. The quickstart's list starts with films the user has already rated;
+    here they are left out unless `include_rated`, which BruteForce does itself with
+    query_with_exclusions. The user must be in the data and k at most the movies left: the command line
+    checks both first."""
     if include_rated:
         scores, titles = index(tf.constant([user_id]), k=k)
     else:
@@ -360,10 +364,12 @@ class Heartbeat:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python recommend.py --user 42`: the command line, beyond/cli.py, runs the six steps above in order
-    (steps 3 and 4 as the chosen recipe builds and trains its model: build_model and train above, for the
-    tutorial's) and prints the top 10, adding only what an option asks for. It is imported here and only
-    here, so that `import recommend` is the tutorial alone."""
+    """The command line (beyond/cli.py), imported here and only here, so that `import recommend` is the
+    tutorial alone. For `python recommend.py --user 42` it runs the six steps above in order and prints
+    the top 10: step 1 through a checked download (and, for 1M and up, a chunked reader), steps 3 and 4
+    as the chosen recipe builds and trains (build_model and train above, for the tutorial's), with
+    progress lines and a clear message for every failure. Its other questions (--evaluate, --liked,
+    --similar-to, --load-dir) reuse the same steps."""
     from beyond import cli
 
     return cli.main(argv)
