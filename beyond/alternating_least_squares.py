@@ -42,6 +42,8 @@ RATINGS_PER_CHUNK = 16_384
 # Grouping the ratings of the big sizes takes seconds before the first pass: a line says so.
 GROUPING_REPORTED_AFTER_SECONDS = 2
 CONJUGATE_GRADIENT_STEPS = 3  # implicit's default: from the last pass's vector, three steps come close
+# Chunks solved at once (the while loop's parallel_iterations): see AlternatingLeastSquares.solve.
+CHUNKS_AT_ONCE = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +113,33 @@ def padded_lengths(longest: int) -> np.ndarray:
     return np.array(lengths)
 
 
+# Grouping the ratings holds each rating's two rows and weight (12 bytes); the sort's order and each
+# rating's place in the layout, with the temporaries that make them (20); and both sides' layouts, a row
+# and a weight for each padded place (8 bytes, a quarter more places than ratings at most), the side
+# being made twice over, in numpy and in TensorFlow (tests/test_alternating_least_squares.py measures it).
+BYTES_PER_RATING = 12 + 20 + 3 * 8 * LENGTH_GROWTH
+# A chunk's rows, while their systems are solved: the vector, b, the residual, the direction, and the
+# products that make them, each embedding_dim numbers a row.
+VECTORS_PER_ROW = 10
+
+
+def memory_bytes(sizes, embedding_dim: int) -> int:
+    """A generous estimate of what solve_tables holds at once, in bytes, for SIZES (big_data.Sizes).
+
+    The two embedding tables; while a side is solved, the other table read once and the solved rows
+    gathered, written and joined (four copies of the larger table); G, lambda I and their sum (three
+    embedding_dim x embedding_dim matrices); CHUNKS_AT_ONCE chunks, each the gathered vectors of its
+    padded places (RATINGS_PER_CHUNK, or the longest row if longer) and VECTORS_PER_ROW vectors for each
+    of its rows; and the ratings' layout, BYTES_PER_RATING each."""
+    d, float_bytes = embedding_dim, 4
+    larger_table = max(sizes.users, sizes.movies) + 1
+    tables = (sizes.users + 1 + sizes.movies + 1 + 4 * larger_table) * d * float_bytes
+    places = max(RATINGS_PER_CHUNK, int(padded_lengths(sizes.most_ratings_of_one)[-1]))
+    rows = min(RATINGS_PER_CHUNK, larger_table)
+    chunk = (places + VECTORS_PER_ROW * rows) * d * float_bytes
+    return tables + 3 * d * d * float_bytes + CHUNKS_AT_ONCE * chunk + int(BYTES_PER_RATING * sizes.ratings)
+
+
 class AlternatingLeastSquares(tf.keras.Model):
     """Solves the user table given the movie table (step 0 of an epoch), then the movie table given the
     user table (step 1). The loss it reports is the one a pass ends at, as implicit ALS's loss without
@@ -167,7 +196,7 @@ class AlternatingLeastSquares(tf.keras.Model):
         # Two chunks at a time: each is a string of small operations, which leave a second processor core
         # idle unless another chunk runs beside them (docs/bigger-data.md).
         _, solved, loss = tf.while_loop(
-            lambda chunk, *_: chunk < solved.size(), solve_chunk, (0, solved, 0.0), parallel_iterations=2
+            lambda chunk, *_: chunk < solved.size(), solve_chunk, (0, solved, 0.0), parallel_iterations=CHUNKS_AT_ONCE
         )
         table.scatter_update(tf.IndexedSlices(solved.concat(), ratings.rows))
         return ratings.total_weight + loss
@@ -211,8 +240,12 @@ def solve_tables(
     user_rows, movie_rows = rating_rows(model, data)
     user_table, movie_table = model.user_model.layers[-1].embeddings, model.movie_model.layers[-1].embeddings
     users = group_ratings(user_rows, movie_rows, weights, user_table.shape[0])
+    if model.stop_training:  # Ctrl-C while grouping (see guards.stop_training_on_ctrl_c): no need to go on
+        return
     movies = group_ratings(movie_rows, user_rows, weights, movie_table.shape[0])
     del user_rows, movie_rows, weights  # the solver has its own copy now, and on 25M these are large
+    if model.stop_training:
+        return
     if time.perf_counter() - started >= GROUPING_REPORTED_AFTER_SECONDS:
         recommend.progress(f"  ratings grouped by user and by movie ({time.perf_counter() - started:.1f}s)")
     # A row nobody rated (the unknown row, a user or movie seen only in a test set) is best at 0, and

@@ -16,6 +16,7 @@ Try it with the synthetic MovieLens 25M that benchmarks/synthetic_movielens.py w
 """
 
 import contextlib
+import dataclasses
 import functools
 import os
 
@@ -94,39 +95,59 @@ def rated_titles_per_user(data: recommend.MovieLens) -> dict[str, int]:
     return {user.decode(): int(count) for user, count in zip(data.users, np.diff(offsets))}
 
 
-# Alternating least squares keeps each side's ratings padded, a row and a weight (8 bytes) a place, a
-# quarter more places than ratings at most; grouping them holds each rating's two rows and weight (12
-# bytes) and its order and place in the sort (12) besides. The synthetic 25M took 0.94 GiB: 40 a rating.
-SOLVER_BYTES_PER_RATING = 2 * 8 * 1.25 + 12 + 12
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """What the memory training needs grows with, besides the recipe's own sizes: the data's counts.
+    All 0 before any data is read, which makes every estimate the least the recipe's sizes need."""
+
+    users: int = 0
+    movies: int = 0
+    ratings: int = 0
+    most_ratings_of_one: int = 0  # the most ratings of any one user or movie
 
 
-def training_memory_bytes(
-    num_users: int,
-    num_movies: int,
-    embedding_dim: int,
-    batch_size: int,
-    implicit_als: bool = False,
-    solved_ratings: int = 0,
-) -> int:
-    """A generous estimate of the memory training holds at once, in bytes (float32 numbers).
-
-    The embedding tables (one row per user and per movie, plus each vocabulary's unknown row) come four
-    times over: the weights, their gradients and the optimizer's state (Adagrad keeps one number per
-    weight, Adam two). A batch adds its gathered embeddings, kept a few times for the loss and its
-    gradient, and the softmax its scores, distinct users x distinct movies: never more than users x
-    catalogue, however large the batch. Implicit ALS's loss has no such matrix. Solved by alternating
-    least squares (SOLVED_RATINGS of them), there are no gradients and no batches, but its layout of
-    the ratings (SOLVER_BYTES_PER_RATING).
-    """
-    float_bytes, copies = 4, 4
-    tables = 4 * (num_users + 1 + num_movies + 1) * embedding_dim * float_bytes
-    if solved_ratings:
-        return tables + int(SOLVER_BYTES_PER_RATING * solved_ratings)
-    scores = (
-        0 if implicit_als else copies * min(batch_size, num_users) * min(batch_size, num_movies) * float_bytes
+def sizes_of(data: recommend.MovieLens) -> Sizes:
+    most = max(
+        np.bincount(data.rating_users).max(initial=0), np.bincount(data.rating_titles).max(initial=0)
     )
-    batch_embeddings = copies * batch_size * embedding_dim * float_bytes
-    return tables + scores + batch_embeddings
+    return Sizes(len(data.users), len(data.catalogue), data.num_ratings, int(most))
+
+
+FLOAT_BYTES = 4
+# TensorFlow's own working memory as it traces a training step and runs it, whatever the sizes.
+RUNTIME_BYTES = 64 * 2**20
+# Each rating in training: its user's and its title's rows, as TensorFlow constants the batches are cut
+# from (rating_features).
+FED_BYTES_PER_RATING = 8
+# A shuffle buffer holds each rating number as a tensor of its own, about this many bytes with its keep.
+SHUFFLED_BYTES_PER_RATING = 200
+
+
+def gradient_training_bytes(
+    sizes: Sizes, embedding_dim: int, batch_size: int, optimizer_slots: int, shuffled: bool, implicit_als: bool
+) -> int:
+    """A generous estimate of what training by gradient steps (Keras's fit) holds at once, in bytes, beside
+    RUNTIME_BYTES (see recipes.TutorialRecipe.memory_bytes).
+
+    The embedding tables (one row per user and per movie, plus each vocabulary's unknown row) come
+    2 + OPTIMIZER_SLOTS times over: the weights, a gradient as large, and the optimizer's state (Adagrad
+    keeps one number per weight, Adam two). A batch adds its gathered vectors, kept a few times for the
+    loss and its gradient, and the softmax its scores, distinct users x distinct movies: never more than
+    users x catalogue, however large the batch. Implicit ALS's loss has no such matrix, but embeds the
+    whole catalogue and its d x d Gram matrix at every step, and feeds each rating's weight and share.
+    """
+    d = embedding_dim
+    tables = (sizes.users + 1 + sizes.movies + 1) * d * FLOAT_BYTES * (2 + optimizer_slots)
+    batch = min(batch_size, sizes.ratings)
+    need = tables + 8 * batch * d * FLOAT_BYTES + FED_BYTES_PER_RATING * sizes.ratings
+    if shuffled and sizes.ratings > batch_size:
+        need += SHUFFLED_BYTES_PER_RATING * min(sizes.ratings, recommend.SHUFFLE_BUFFER_SIZE)
+    if implicit_als:
+        need += 3 * (sizes.movies + 1) * d * FLOAT_BYTES + 3 * d * d * FLOAT_BYTES  # catalogue, G
+        need += 3 * FLOAT_BYTES * sizes.ratings  # each rating's weight and share, and the weights made
+    else:
+        need += 4 * min(batch, sizes.users) * min(batch, sizes.movies) * FLOAT_BYTES
+    return need
 
 
 def available_memory_bytes() -> int | None:
@@ -150,12 +171,15 @@ def available_memory_bytes() -> int | None:
     return min(limits) if limits else None
 
 
-def check_memory(recipe, num_users: int, num_movies: int, num_ratings: int) -> None:
-    """Refuses, before any training, sizes that cannot fit in this machine's memory."""
-    need = recipe.memory_bytes(num_users, num_movies, num_ratings)
+def check_memory(recipe, sizes: Sizes = Sizes()) -> None:
+    """Refuses, before any training, sizes that cannot fit in this machine's memory: before any data is
+    read, the recipe's own sizes (Sizes() counts no data), and once it is, the two together."""
+    need = recipe.memory_bytes(sizes)
     available = available_memory_bytes()
     if available is not None and need > available:
+        whatever = "" if sizes.ratings else ", whatever the data"
         raise UsageError(
-            f"{recipe.describe_sizes(num_ratings)} need about {need / 2**30:.1f} GiB of memory to train, "
-            f"more than the {available / 2**30:.1f} GiB available here; choose smaller sizes"
+            f"{recipe.describe_sizes(sizes.ratings)} need about {need / 2**30:.1f} GiB of memory to train"
+            f"{whatever}, more than the {available / 2**30:.1f} GiB available here; choose a smaller "
+            f"{recipe.sizes_to_shrink()}"
         )

@@ -150,6 +150,7 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.d
             "--save-dir and --tensorboard must not be inside each other: each folder holds only its own files"
         )
     recipe = options.recipe_from(args)
+    big_data.check_memory(recipe)  # the sizes the options ask for, whatever the data
     data = download.load_movielens(args.data_dir, args.download_url, args.dataset)  # 1
     rated_counts = big_data.rated_titles_per_user(data)
     catalogue_size = len(data.catalogue)
@@ -158,7 +159,7 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.d
     log = tensorboard_log_for(args, recipe) if distribute.is_chief(strategy) else None
     stopwatch.lap("load")
 
-    big_data.check_memory(recipe, len(data.users), catalogue_size, data.num_ratings)
+    big_data.check_memory(recipe, big_data.sizes_of(data))
     # One seed for Python, numpy and TensorFlow: the embeddings' starting values and the shuffling. On a
     # CPU that is enough for identical answers run after run; op determinism is not needed (docs/speed.md).
     tf.keras.utils.set_random_seed(args.seed)
@@ -253,6 +254,7 @@ def run_evaluate(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.di
     if args.tensorboard is not None:
         tensorboard_log.check_tensorboard_dir(args.tensorboard)
     recipe = options.recipe_from(args)
+    big_data.check_memory(recipe)  # the sizes the options ask for, whatever the data
     data = download.load_movielens(args.data_dir, args.download_url, args.dataset)
     log = tensorboard_log_for(args, recipe) if distribute.is_chief(strategy) else None
     stopwatch.lap("load")

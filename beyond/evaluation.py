@@ -37,10 +37,10 @@ def evaluate(data: recommend.MovieLens, recipe, seeds: list[int], log=None, stra
     With a TensorBoard log, each model gets a run folder with its loss curve, metrics and embeddings;
     with a distribution strategy, each is trained under it."""
     train_rows, test_rows = split_like_the_tutorial(data)
-    big_data.check_memory(recipe, len(data.users), len(data.catalogue), len(train_rows))
+    training, held_out = subset(data, train_rows), subset(data, test_rows)
+    big_data.check_memory(recipe, big_data.sizes_of(training))
     user_ids_vocabulary, movie_titles_vocabulary = recommend.build_vocabularies(data)
     catalogue = data.catalogue
-    training, held_out = subset(data, train_rows), subset(data, test_rows)
     # Most-popular learns nothing random, so one evaluation serves every seed.
     most_popular = held_out_metrics(
         build_most_popular_model(movie_titles_vocabulary, training), training, held_out

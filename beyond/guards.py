@@ -131,6 +131,11 @@ class StopWhenConverged(tf.keras.callbacks.Callback):
         loss, previous, epochs = logs["loss"], self.previous, self.params["epochs"]
         self.previous = loss
         if previous is None:
+            if epoch + 1 == epochs:
+                recommend.progress(
+                    f"  did not converge within --epochs {epochs}: the loss, {loss:.4f} per rating, has no "
+                    "earlier epoch to compare with; a larger --epochs trains until it converges"
+                )
             return
         change = (loss - previous) / max(abs(previous), 1e-12)
         summary = f"the loss, {loss:.4f} per rating, changed by {change:+.3%}"

@@ -29,6 +29,11 @@ from beyond import alternating_least_squares, big_data, guards, tuned
 # to convergence has no such stop, so this pull towards zero stands in: the L2 that served the softmax
 # best on validation (docs/tuned-recipe.md, stage 6).
 FOLD_IN_DEFAULT_L2 = 0.3
+# The numbers each optimizer keeps for every weight: Adagrad its squared gradients' sum, Adam two moments.
+OPTIMIZER_SLOTS = {"adagrad": 1, "adam": 2}
+# Learning rates that train steadily, to suggest after a divergence: the quickstart's for Adagrad, the
+# tuned recipe's for Adam, whose steps do not shrink as Adagrad's do and so must start smaller.
+STEADY_LEARNING_RATES = {"adagrad": 0.5, "adam": 0.05}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +52,12 @@ class TutorialRecipe(recommend.Recipe):
         epochs = f"{self.epochs} epoch{'s' if self.epochs > 1 else ''}"
         return f"{epochs}, batches of {self.batch_size:,}, {self.optimizer.capitalize()} {self.learning_rate:g}"
 
-    def memory_bytes(self, num_users: int, num_movies: int, num_ratings: int) -> int:
-        return big_data.training_memory_bytes(num_users, num_movies, self.embedding_dim, self.batch_size)
+    def memory_bytes(self, sizes: big_data.Sizes) -> int:
+        """What training holds at once, in bytes, for the data's SIZES (see beyond/big_data.py)."""
+        return big_data.RUNTIME_BYTES + big_data.gradient_training_bytes(
+            sizes, self.embedding_dim, self.batch_size, OPTIMIZER_SLOTS[self.optimizer], self.shuffle_each_epoch,
+            implicit_als=False,
+        )  # fmt: skip
 
     def describe_sizes(self, num_ratings: int) -> str:
         """The sizes that decide the memory training needs, as the options that set them."""
@@ -66,7 +75,7 @@ class TutorialRecipe(recommend.Recipe):
         return FOLD_IN_DEFAULT_L2, 0.0
 
     def divergence_advice(self) -> str:
-        smaller = min(self.learning_rate / 10, TUTORIAL.learning_rate)
+        smaller = min(self.learning_rate / 10, STEADY_LEARNING_RATES[self.optimizer])
         return (
             f"The likely cause is the learning rate {self.learning_rate:g}, too large for these settings; try "
             f"a smaller --learning-rate, such as {smaller:g}."
@@ -143,16 +152,21 @@ class TunedRecipe(TutorialRecipe):
         stars = ", each rating weighted by its stars" if self.weight_by_stars else ""
         return f"{training}, implicit ALS's loss over all {len(data.catalogue):,} titles{stars}"
 
-    def memory_bytes(self, num_users: int, num_movies: int, num_ratings: int) -> int:
-        solved_ratings = num_ratings if self.solved else 0
-        return big_data.training_memory_bytes(
-            num_users, num_movies, self.embedding_dim, self.batch_size, True, solved_ratings
-        )
+    def memory_bytes(self, sizes: big_data.Sizes) -> int:
+        if self.solved:
+            return big_data.RUNTIME_BYTES + alternating_least_squares.memory_bytes(sizes, self.embedding_dim)
+        return big_data.RUNTIME_BYTES + big_data.gradient_training_bytes(
+            sizes, self.embedding_dim, self.batch_size, OPTIMIZER_SLOTS[self.optimizer], self.shuffle_each_epoch,
+            implicit_als=True,
+        )  # fmt: skip
 
     def describe_sizes(self, num_ratings: int) -> str:
-        if self.solved:
-            return f"--embedding-dim {self.embedding_dim} on {num_ratings:,} ratings"
-        return super().describe_sizes(num_ratings)
+        if not self.solved:
+            return super().describe_sizes(num_ratings)
+        return f"--embedding-dim {self.embedding_dim}" + (f" on {num_ratings:,} ratings" if num_ratings else "")
+
+    def sizes_to_shrink(self) -> str:
+        return "--embedding-dim" if self.solved else super().sizes_to_shrink()
 
     def unused_options(self) -> tuple[tuple[str, ...], str]:
         if not self.solved:
@@ -160,6 +174,14 @@ class TunedRecipe(TutorialRecipe):
         return ("--learning-rate", "--batch-size"), (
             "alternating least squares takes no steps down a gradient and no batches; it solves for each "
             "user and each movie in turn"
+        )
+
+    def divergence_advice(self) -> str:
+        if not self.solved:
+            return super().divergence_advice()
+        return (
+            "Alternating least squares takes no learning rate, and its systems cannot diverge with a positive "
+            "L2: please report this, with the command; --optimizer adam trains the same loss another way."
         )
 
     def fold_in(self) -> tuple[float, float]:

@@ -3,6 +3,7 @@ solve checked against numpy's exact one, the loss it reports against every pair 
 learns on the tiny dataset's planted tastes."""
 
 import dataclasses
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -134,3 +135,173 @@ def test_it_stops_once_converged_and_says_why(capsys):
     changes = np.abs(np.diff(losses.losses)) / np.array(losses.losses[:-1])
     assert changes[-1] < 0.001 and (changes[:-1] >= 0.001).all()
     assert f"  converged in epoch {len(losses.losses)} of at most 200: the loss, " in err
+
+
+def grouped_solver(data, recipe):
+    """The tiny data's solver, its two sides grouped, before any solve; and each rating's rows and weight."""
+    model, (user_rows, movie_rows), weights = solver_for(data, recipe)
+    user_table = model.user_model.layers[-1].embeddings
+    movie_table = model.movie_model.layers[-1].embeddings
+    users = alternating_least_squares.group_ratings(user_rows, movie_rows, weights, user_table.shape[0])
+    movies = alternating_least_squares.group_ratings(movie_rows, user_rows, weights, movie_table.shape[0])
+    solver = alternating_least_squares.AlternatingLeastSquares(
+        user_table, movie_table, users, movies, recipe.embedding_l2
+    )
+    return solver, (user_rows, movie_rows, weights)
+
+
+def conjugate_gradient_by_hand(x, other, rated_rows, rated_weights, l2, steps):
+    """Conjugate gradients on (Y^T Y + l2 I + sum (w - 1) y y^T) x = sum w y, in float64, from X."""
+    rated = other[rated_rows]
+    a = other.T @ other + l2 * np.eye(len(x)) + (rated * (rated_weights - 1)[:, None]).T @ rated
+    b = (rated * rated_weights[:, None]).sum(axis=0)
+    residual = b - a @ x
+    direction, norm = residual, residual @ residual
+    for _ in range(steps):
+        step = norm / (direction @ a @ direction)
+        x = x + step * direction
+        residual = residual - step * (a @ direction)
+        direction, norm = residual + (residual @ residual) / norm * direction, residual @ residual
+    return x, np.linalg.solve(a, b)
+
+
+def test_a_solve_is_three_conjugate_gradient_steps_from_the_vectors_each_row_had_on_both_sides():
+    # Five numbers a vector, more than the three steps: each row ends near its best vector, not at it,
+    # and where it ends depends on where it started.
+    data = tiny_movielens()
+    recipe = dataclasses.replace(TINY_ALS, embedding_dim=5, embedding_l2=0.5, weight_by_stars=True)
+    solver, (user_rows, movie_rows, weights) = grouped_solver(data, recipe)
+    (user_table, movie_table), (users, movies) = solver.tables, solver.sides
+    # Vectors far from zero, as a later pass starts from, so that starting from zero would show.
+    rng = np.random.default_rng(0)
+    for table in solver.tables:
+        table.assign(rng.normal(0, 1, table.shape).astype(np.float32))
+    away_from_exact, away_from_zero = [], []
+    for table, other, side, rows, other_rows in [
+        (user_table, movie_table, users, user_rows, movie_rows),
+        (movie_table, user_table, movies, movie_rows, user_rows),
+    ]:
+        start, fixed = table.numpy().astype(np.float64), other.numpy().astype(np.float64)
+        solver.solve(table, other, side)
+        for row in np.unique(rows):
+            rated = rows == row
+            expected, exact = conjugate_gradient_by_hand(
+                start[row], fixed, other_rows[rated], weights[rated].astype(np.float64), 0.5, steps=3
+            )
+            np.testing.assert_allclose(table.numpy()[row], expected, rtol=2e-4, atol=2e-5)
+            from_zero, _ = conjugate_gradient_by_hand(
+                np.zeros(5), fixed, other_rows[rated], weights[rated].astype(np.float64), 0.5, steps=3
+            )
+            away_from_exact.append(np.abs(expected - exact).max())
+            away_from_zero.append(np.abs(expected - from_zero).max())
+    assert max(away_from_exact) > 0.01 and max(away_from_zero) > 0.01
+
+
+def objective(solver, user_rows, movie_rows, weights, l2) -> float:
+    """Implicit ALS's whole objective for the solver's tables, in float64: every pair scored, plus the L2."""
+    x, y = (table.numpy().astype(np.float64) for table in solver.tables)
+    scores = x @ y.T
+    rated = scores[user_rows, movie_rows]
+    total = np.sum(scores**2) + np.sum(weights * (1 - rated) ** 2 - rated**2)
+    return float(total + l2 * (np.sum(x**2) + np.sum(y**2)))
+
+
+def test_no_half_pass_ever_raises_the_objective():
+    data = tiny_movielens()
+    solver, (user_rows, movie_rows, weights) = grouped_solver(data, dataclasses.replace(TINY_ALS, embedding_dim=5))
+    objectives = [objective(solver, user_rows, movie_rows, weights, TINY_ALS.embedding_l2)]
+    for _ in range(15):
+        for table, other, side in zip(solver.tables, solver.tables[::-1], solver.sides):
+            solver.solve(table, other, side)
+            objectives.append(objective(solver, user_rows, movie_rows, weights, TINY_ALS.embedding_l2))
+    rises = np.diff(objectives) / np.array(objectives[:-1])
+    assert (rises < 1e-6).all(), rises.max()  # float32 rounding, nothing more
+    assert objectives[-1] < objectives[0] / 2
+
+
+def test_where_it_stops_one_more_exact_solve_changes_nothing():
+    # Stationary: trained until it converged, the exact best vector of every row, one side and then the
+    # other, lowers the objective by almost nothing.
+    data = tiny_movielens()
+    recipe = dataclasses.replace(TINY_ALS, embedding_dim=5, epochs=200, converged_below=1e-6)
+    solver, (user_rows, movie_rows, weights) = grouped_solver(data, recipe)
+    solver.compile()
+    solver.fit(tf.data.Dataset.range(2), epochs=200, verbose=0)
+    before = objective(solver, user_rows, movie_rows, weights, recipe.embedding_l2)
+    for table, other, rows, other_rows in [
+        (solver.tables[0], solver.tables[1], user_rows, movie_rows),
+        (solver.tables[1], solver.tables[0], movie_rows, user_rows),
+    ]:
+        vectors, fixed = table.numpy().astype(np.float64), other.numpy().astype(np.float64)
+        for row in np.unique(rows):
+            rated = rows == row
+            _, vectors[row] = conjugate_gradient_by_hand(
+                vectors[row], fixed, other_rows[rated], weights[rated].astype(np.float64), recipe.embedding_l2, 0
+            )
+        table.assign(vectors.astype(np.float32))
+    after = objective(solver, user_rows, movie_rows, weights, recipe.embedding_l2)
+    assert 0 <= (before - after) / before < 1e-5
+
+
+def test_chunks_of_any_size_solve_alike_a_row_longer_than_a_chunk_included(monkeypatch):
+    data = tiny_movielens()
+    recipe = dataclasses.replace(TINY_ALS, embedding_dim=5)
+    whole, _ = grouped_solver(data, recipe)
+    # Three ratings a chunk: users' rows of 4 to 7 places each fill a chunk alone, longer than it; the
+    # movies' rows of 1 place go three to a chunk, the last chunk of a length holding what is left.
+    monkeypatch.setattr(alternating_least_squares, "RATINGS_PER_CHUNK", 3)
+    chunked, (user_rows, movie_rows, weights) = grouped_solver(data, recipe)
+    users, movies = chunked.sides
+    assert max(users.chunks.numpy()[:, 2]) > 3 and set(users.chunks.numpy()[:, 1]) == {1}
+    lengths_of_one = movies.chunks.numpy()[movies.chunks.numpy()[:, 2] == 1]
+    assert lengths_of_one[:, 1].tolist() == [3] * (len(lengths_of_one) - 1) + [lengths_of_one[-1, 1]]
+    for side, rows, other_rows in [(users, user_rows, movie_rows), (movies, movie_rows, user_rows)]:
+        # Every chunk's rows follow on from the last one's; every rating is in its row's places once.
+        chunks = side.chunks.numpy()
+        assert chunks[0, 0] == 0 and (chunks[1:, 0] == chunks[:-1, 0] + chunks[:-1, 1]).all()
+        assert chunks[-1, 0] + chunks[-1, 1] == len(side.solved_rows)
+        laid_out = []
+        for first_row, count, length, first_place in chunks:
+            for n, row in enumerate(side.solved_rows[first_row : first_row + count]):
+                places = slice(first_place + n * length, first_place + (n + 1) * length)
+                kept = side.weights.numpy()[places] > 0
+                laid_out += [(row, other, w) for other, w in zip(side.other_rows.numpy()[places][kept], side.weights.numpy()[places][kept])]
+        assert sorted(laid_out) == sorted(zip(rows, other_rows, weights))
+    for solver in (whole, chunked):
+        for _ in range(2):
+            for table, other, side in zip(solver.tables, solver.tables[::-1], solver.sides):
+                solver.solve(table, other, side)
+    for ours, theirs in zip(chunked.tables, whole.tables):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_padding_adds_at_most_a_quarter_to_any_row():
+    counts = np.concatenate([np.arange(1, 2000), np.random.default_rng(0).zipf(1.5, 20_000).clip(1, 100_000)])
+    lengths = alternating_least_squares.padded_lengths(int(counts.max()))
+    padded = lengths[np.searchsorted(lengths, counts)]
+    assert (padded >= counts).all() and (padded <= alternating_least_squares.LENGTH_GROWTH * counts).all()
+    rows = np.repeat(np.arange(len(counts)), counts).astype(np.int32)
+    side = alternating_least_squares.group_ratings(rows, rows, np.ones(len(rows), np.float32), len(counts))
+    assert len(side.other_rows.numpy()) == padded.sum() <= alternating_least_squares.LENGTH_GROWTH * len(rows)
+
+
+def test_grouping_takes_no_more_memory_a_rating_than_the_estimate_allows():
+    # What numpy allocates while both sides are grouped, the ratings themselves included, against the
+    # estimate's BYTES_PER_RATING, which also counts the layouts' copies that TensorFlow (not traced) keeps.
+    rng = np.random.default_rng(0)
+    ratings, users, movies = 300_000, 5_000, 2_000
+    tracemalloc.start()
+    try:
+        user_rows = rng.integers(0, users, ratings).astype(np.int32)
+        movie_rows = np.minimum(rng.zipf(1.3, ratings), movies - 1).astype(np.int32)
+        weights = rng.random(ratings, dtype=np.float32)
+        sides = [
+            alternating_least_squares.group_ratings(user_rows, movie_rows, weights, users),
+            alternating_least_squares.group_ratings(movie_rows, user_rows, weights, movies),
+        ]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    estimate = alternating_least_squares.BYTES_PER_RATING * ratings
+    assert 0.5 * estimate < peak < estimate, peak / ratings
+    assert sum(len(side.other_rows.numpy()) for side in sides) <= 2 * alternating_least_squares.LENGTH_GROWTH * ratings

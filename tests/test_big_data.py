@@ -2,12 +2,12 @@
 
 import dataclasses
 import json
-import time
 
 import numpy as np
+import pytest
 
 import recommend
-from beyond import big_data, download, evaluation
+from beyond import big_data, download, evaluation, recipes
 from conftest import (
     ALPHA,
     MOVIE_TITLES,
@@ -92,52 +92,70 @@ def test_no_data_for_a_size_names_that_size_archive(tmp_path, capsys, monkeypatc
     assert "--download-url https://<mirror>/ml-1m.zip" in err
 
 
-def test_sizes_that_cannot_fit_are_refused_in_seconds_with_the_need_and_the_limit(
-    tiny_tfds, capsys, monkeypatch
-):
+def test_sizes_that_cannot_fit_whatever_the_data_are_refused_before_any_data_is_read(capsys, monkeypatch):
     monkeypatch.setattr(big_data, "available_memory_bytes", lambda: 8 * 2**30)
-    started = time.perf_counter()
+
+    def must_not_be_read(*args, **kwargs):
+        raise AssertionError("the sizes alone decided: no data should be read")
+
+    monkeypatch.setattr(download, "load_movielens", must_not_be_read)
+    # The solver's d x d matrices alone: 3 x 50,000^2 floats are 28 GiB, whatever the data.
+    for question in (["--user", "1"], ["--evaluate"]):
+        status, out, err = run(capsys, *question, "--tuned", "--embedding-dim", "50000")
+        assert_one_line_error(
+            status, out, err, "--embedding-dim 50000 need about", "whatever the data", "8.0 GiB",
+            "choose a smaller --embedding-dim",
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "flags, sizes, fix",
+    [
+        ([], "--embedding-dim 200000 and --batch-size 4096", "--batch-size or --embedding-dim"),
+        (["--tuned"], "--embedding-dim 200000 on 40 ratings", "--embedding-dim"),  # the solver has no batches
+    ],
+)
+def test_sizes_the_data_makes_too_large_are_refused_before_training(flags, sizes, fix, tiny_tfds, capsys, monkeypatch):
+    recipe = recipes.choose("--tuned" in flags, None)
+    recipe = dataclasses.replace(recipe, embedding_dim=200_000)
+    # Less than the sizes need with the tiny data's users, movies and ratings, more than they need alone.
+    alone, with_data = recipe.memory_bytes(big_data.Sizes()), recipe.memory_bytes(big_data.sizes_of(tiny_movielens()))
+    assert alone < with_data
+    monkeypatch.setattr(big_data, "available_memory_bytes", lambda: (alone + with_data) // 2)
     status, out, err = run(
-        capsys, "--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--embedding-dim", "200000000"
+        capsys, "--user", "1", "--k", "3", *flags, "--data-dir", tiny_tfds, "--embedding-dim", "200000"
     )
-    assert time.perf_counter() - started < 30
-    assert_one_line_error(status, out, err, "--embedding-dim 200000000", "need about", "8.0 GiB")
-    assert "Training" not in err
-    # The tuned recipe's solver has no batches: its need is said by the ratings it solves.
-    status, out, err = run(
-        capsys, "--user", "1", "--k", "3", "--tuned", "--data-dir", tiny_tfds, "--embedding-dim", "200000000"
-    )
-    assert_one_line_error(status, out, err, "--embedding-dim 200000000 on 40 ratings need about", "8.0 GiB")
-    assert "Training" not in err
+    assert_one_line_error(status, out, err, f"{sizes} need about", f"choose a smaller {fix}")
+    assert "whatever the data" not in err and "Training" not in err
 
 
-def test_the_estimate_counts_tables_optimizer_slots_and_the_batch_scores():
-    # 10 users and 20 movies (plus one unknown row each), 4 numbers each: weights, gradients and Adagrad's
-    # accumulators are 3 copies of (11 + 21) x 4 floats. A batch of 8 has at most 8 x 8 distinct scores,
-    # kept a few times over for the softmax and its gradient.
-    need = big_data.training_memory_bytes(num_users=10, num_movies=20, embedding_dim=4, batch_size=8)
-    tables = 3 * (11 + 21) * 4 * 4
-    assert tables < need < tables + 8 * 8 * 4 * 16 + 8 * 4 * 4 * 16
-
-
-def test_the_solver_needs_its_layout_of_the_ratings_and_no_gradients():
-    # 10 users and 20 movies of 4 numbers: the tables 4 x (11 + 21) x 4 floats; 100 ratings 44 bytes each.
-    need = big_data.training_memory_bytes(10, 20, embedding_dim=4, batch_size=8, solved_ratings=100)
-    assert need == 4 * (11 + 21) * 4 * 4 + 100 * 44
-    # The synthetic 25M measured 0.94 GiB above the tutorial's recipe: the estimate covers it.
-    solver = big_data.training_memory_bytes(162_541, 59_011, 64, 4096, True, 25_000_095)
-    assert (
-        0.94 * 2**30 < solver - big_data.training_memory_bytes(162_541, 59_011, 64, 4096, True) < 1.2 * 2**30
-    )
+def test_the_gradient_estimate_counts_tables_optimizer_slots_batches_and_the_scores():
+    # 10 users and 20 movies (plus one unknown row each), 4 numbers each: weights, a gradient and Adagrad's
+    # accumulators are 3 copies of (11 + 21) x 4 floats. A batch of 8 gathers its 8 vectors 8 times over, and
+    # has at most 8 x 8 distinct scores, kept 4 times for the softmax and its gradient. Each of the 100
+    # ratings is fed as 8 bytes.
+    sizes = big_data.Sizes(users=10, movies=20, ratings=100, most_ratings_of_one=30)
+    need = big_data.gradient_training_bytes(sizes, 4, 8, optimizer_slots=1, shuffled=False, implicit_als=False)
+    assert need == 3 * (11 + 21) * 4 * 4 + 8 * 8 * 4 * 4 + 100 * 8 + 4 * 8 * 8 * 4
+    # Adam keeps one more copy of the tables; shuffling, a buffer of every rating.
+    adam = big_data.gradient_training_bytes(sizes, 4, 8, optimizer_slots=2, shuffled=True, implicit_als=False)
+    assert adam - need == (11 + 21) * 4 * 4 + 100 * big_data.SHUFFLED_BYTES_PER_RATING
 
 
 def test_a_huge_batch_fits_because_only_distinct_users_and_movies_are_scored():
-    small = big_data.training_memory_bytes(num_users=943, num_movies=1664, embedding_dim=64, batch_size=4096)
-    huge = big_data.training_memory_bytes(
-        num_users=943, num_movies=1664, embedding_dim=64, batch_size=100_000
+    sizes = big_data.Sizes(users=943, movies=1664, ratings=100_000, most_ratings_of_one=583)
+    small, huge = (
+        big_data.gradient_training_bytes(sizes, 64, batch, 1, shuffled=False, implicit_als=False)
+        for batch in (4096, 100_000)
     )
-    assert huge < 200 * 2**20  # megabytes, not the 40 GB of a 100,000 x 100,000 score matrix
+    assert huge < 300 * 2**20  # megabytes, not the 40 GB of a 100,000 x 100,000 score matrix
     assert small < huge
+
+
+def test_the_sizes_are_the_datas_counts():
+    sizes = big_data.sizes_of(tiny_movielens())
+    # 8 users, 11 titles, 40 ratings; user 8 rated six films, more than any film was rated (4 each).
+    assert sizes == big_data.Sizes(users=8, movies=11, ratings=40, most_ratings_of_one=6)
 
 
 def test_rated_lists_count_a_rating_given_twice_once_and_leave_unrated_titles_out():

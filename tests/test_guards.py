@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import recommend
-from beyond import download, evaluation, guards
+from beyond import alternating_least_squares, download, evaluation, guards
 from test_cli import TINY_TRAINING, assert_one_line_error, run
 from test_serving import snapshot
 
@@ -39,10 +39,19 @@ def diverging(tiny_tfds, *argv):
     return [*argv, *(tiny_tfds if part == "TINY" else part for part in DIVERGING)]
 
 
-@pytest.mark.parametrize("extra", [[], ["--json"], ["--tuned", "--optimizer", "adam"]])
-def test_a_learning_rate_far_too_large_stops_training_with_no_recommendations(extra, tiny_tfds, capsys):
+@pytest.mark.parametrize(
+    "extra, steady",
+    [
+        ([], "0.5"),  # the quickstart's rate for Adagrad
+        (["--json"], "0.5"),
+        (["--optimizer", "adam"], "0.05"),  # Adam's steps do not shrink: a rate that suits it
+        (["--tuned", "--optimizer", "adam"], "0.05"),
+    ],
+)
+def test_a_learning_rate_far_too_large_stops_training_with_no_recommendations(extra, steady, tiny_tfds, capsys):
     status, out, err = run(capsys, *diverging(tiny_tfds, "--user", "1", "--k", "3", *extra))
     assert_clear_failure(status, out, err, 1, "training diverged", "learning rate 1e+30", "--learning-rate")
+    assert f"try a smaller --learning-rate, such as {steady}. Nothing was" in err.splitlines()[-1]
     # Training stopped at the first bad epoch instead of running all 30, and that epoch, cut short, is
     # not reported with a loss averaged as if it had run to the end.
     assert "epoch 30/30" not in err
@@ -74,8 +83,14 @@ def test_running_out_of_memory_anyway_ends_in_a_clear_message(tiny_tfds, capsys,
         raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[4096,1664]")
 
     monkeypatch.setattr(recommend, "train", out_of_memory)
+    monkeypatch.setattr(alternating_least_squares, "solve_tables", out_of_memory)
     status, out, err = run(capsys, "--user", "1", "--k", "3", "--data-dir", tiny_tfds)
     assert_clear_failure(status, out, err, 1, "ran out of memory", "--batch-size", "--embedding-dim")
+    assert len(err.splitlines()) == 2  # the line that starts training, and this one
+    # The solver takes no batches: only the option that acts on it is named.
+    status, out, err = run(capsys, "--user", "1", "--k", "3", "--tuned", "--data-dir", tiny_tfds)
+    assert_clear_failure(status, out, err, 1, "ran out of memory", "try a smaller --embedding-dim")
+    assert "--batch-size" not in err
 
 
 # Saving ----------------------------------------------------------------------------------------------
@@ -238,19 +253,27 @@ def test_an_unexpected_error_is_one_short_message_with_the_way_to_the_trace(tiny
         recommend.main(["--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--epochs", "1", "--debug"])
 
 
-def test_the_unexpected_error_message_in_a_real_process(tiny_tfds, tmp_path):
-    # A --data-dir that is a file: TFDS fails in a way nobody special-cased; still no traceback.
-    plain_file = tmp_path / "not-a-folder"
-    plain_file.write_text("x")
-    completed = subprocess.run(
-        [sys.executable, SCRIPT, "--user", "1", "--k", "3", "--data-dir", str(plain_file)],
-        capture_output=True,
-        text=True,
+def run_program_with(change: str, *argv: str) -> subprocess.CompletedProcess:
+    """Runs `python recommend.py ARGV` as a program, exactly as a user does, after CHANGE (Python source that
+    may replace a function of the `recommend` or `beyond` modules, as a fault would)."""
+    program = (
+        f"import runpy, sys; sys.path.insert(0, {os.path.dirname(SCRIPT)!r}); import recommend; {change}; "
+        f"sys.argv = ['recommend.py', *{list(argv)!r}]; runpy.run_path({SCRIPT!r}, run_name='__main__')"
     )
-    assert completed.returncode in (1, 2)
+    return subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=300)
+
+
+def test_the_unexpected_error_message_in_a_real_process(tiny_tfds):
+    # A fault nobody foresaw, deep in the index: the program's own last line of defence reports it.
+    change = "recommend.build_index = lambda *args: {}['a key nobody foresaw']"
+    completed = run_program_with(change, "--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--epochs", "1")
+    assert completed.returncode == 1
     assert completed.stdout == ""
     assert "Traceback" not in completed.stderr
-    assert completed.stderr.startswith("recommend.py: ")
+    assert completed.stderr.splitlines()[-2:] == [
+        "recommend.py: unexpected KeyError: 'a key nobody foresaw'",
+        "  Run again with --debug to see the full trace, and please report it.",
+    ]
 
 
 def test_a_ctrl_c_stops_whichever_model_fit_trains_after_its_step():
@@ -316,3 +339,53 @@ def test_running_out_of_epochs_before_converging_is_said_too(capsys):
     )
     # A loss of 0 (a model that fits perfectly) is no division by zero: unchanged, it has converged.
     assert stopping_after([0.0, 0.0], 0.05, capsys)[0] == 2
+
+
+def test_a_small_rise_is_a_converged_loss_too(capsys):
+    # 10 -> 10.01 is +0.1%: under 5% either way, so it has converged (the loss leaves out the L2).
+    stopped, err = stopping_after([10.0, 10.01, 9.0], 0.05, capsys)
+    assert stopped == 2
+    assert "changed by +0.100% (under 5%)" in err
+
+
+def test_one_epoch_says_it_could_not_tell_whether_it_converged(capsys):
+    stopped, err = stopping_after([10.0], 0.05, capsys)
+    assert stopped is None
+    assert err == (
+        "  did not converge within --epochs 1: the loss, 10.0000 per rating, has no earlier epoch to compare "
+        "with; a larger --epochs trains until it converges\n"
+    )
+
+
+# Ctrl-C in the tuned recipe's solver: while the ratings are grouped, and in fit(). The solver converges in
+# a few passes on the tiny data, so the program is run with its stopping rule off, as a fault would leave it.
+NEVER_CONVERGES = "import dataclasses; from beyond import recipes; recipes.TUNED = dataclasses.replace(recipes.TUNED, converged_below=0)"
+SLOW_GROUPING = (
+    "import time; from beyond import alternating_least_squares as s; group = s.group_ratings; "
+    "s.group_ratings = lambda *a: (print('grouping', file=sys.stderr, flush=True), time.sleep(3), group(*a))[-1]"
+)
+
+
+@pytest.mark.parametrize("change, ready", [(NEVER_CONVERGES, "  epoch 1/"), (SLOW_GROUPING, "grouping")])
+def test_ctrl_c_in_the_solver_ends_with_status_130_and_saves_nothing(change, ready, tiny_tfds, tmp_path):
+    target = tmp_path / "model"
+    program = (
+        f"import runpy, sys; sys.path.insert(0, {os.path.dirname(SCRIPT)!r}); import recommend; {change}; "
+        f"sys.argv = ['recommend.py', '--user', '1', '--k', '3', '--tuned', '--epochs', '1000000', "
+        f"'--data-dir', {tiny_tfds!r}, '--save-dir', {str(target)!r}]; runpy.run_path({SCRIPT!r}, run_name='__main__')"
+    )
+    process = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if line.startswith(ready):
+            break
+    process.send_signal(signal.SIGINT)
+    out, rest = process.communicate(timeout=60)
+    err = "".join(lines) + rest
+    assert process.returncode == 130, err
+    assert out == "" and "Traceback" not in err
+    assert err.splitlines()[-1] == "recommend.py: interrupted"
+    assert os.listdir(tmp_path) == []  # nothing saved, and no staging folder left
+    # Stopped where it was: a Ctrl-C while the users' ratings were grouped leaves the movies' ungrouped.
+    assert err.count("grouping") <= 1 and "ratings grouped by user and by movie" not in err

@@ -148,7 +148,7 @@ def test_evaluation_reports_every_metric_for_both_models(evaluation):
     assert evaluation["two_tower"]["top_100"] < evaluation["most_popular"]["top_100"]
 
 
-def test_the_tuned_recipe_beats_most_popular(real_movielens):
+def test_the_tuned_recipe_beats_most_popular_by_what_the_documents_show(real_movielens):
     with pytest.MonkeyPatch.context() as patch:
         capture = _Capture(patch)
         status = recommend.main(["--evaluate", "--tuned", "--json"])
@@ -157,3 +157,8 @@ def test_the_tuned_recipe_beats_most_popular(real_movielens):
     results = json.loads(out)
     for metric in ("ndcg_at_10", "top_100"):
         assert results["two_tower"][metric] > results["most_popular"][metric]
+    # Close to what docs/evaluation.md shows, well beyond the spread over seeds: a solver that is half
+    # right (a side left unsolved, a wrong weight, no L2) falls below these.
+    assert results["two_tower"]["ndcg_at_10"] >= 0.435
+    assert results["two_tower"]["recall_at_10"] >= 0.23
+    assert results["two_tower"]["top_100"] >= 0.40

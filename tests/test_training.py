@@ -2,6 +2,7 @@
 
 import collections
 import dataclasses
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -28,6 +29,12 @@ def train_tiny(recipe=TINY_RECIPE, seed=0, data=None) -> Trained:
     return Trained(recommend.build_index(model, data), data, model)
 
 
+@functools.lru_cache(maxsize=None)
+def trained_tiny() -> Trained:
+    """The tiny recipe trained once, shared by the tests that only ask it questions."""
+    return train_tiny()
+
+
 def top(trained: Trained, user_id: str, k: int, include_rated: bool) -> list[dict]:
     return recommend.recommend(trained.index, trained.data, user_id, k, include_rated=include_rated)
 
@@ -37,7 +44,7 @@ def titles(recommendations):
 
 
 def test_the_planted_movie_comes_first_and_rated_movies_never_appear():
-    recommender = train_tiny()
+    recommender = trained_tiny()
     # User 1 has not rated Alpha 5, five Beta movies and Déjà Vu: 7 movies in all.
     recommendations = top(recommender, PLANTED_USER, 7, include_rated=False)
     assert titles(recommendations)[0] == PLANTED_MOVIE
@@ -48,14 +55,14 @@ def test_the_planted_movie_comes_first_and_rated_movies_never_appear():
 
 
 def test_a_beta_user_is_recommended_beta_movies_before_alpha_ones():
-    recommender = train_tiny()
+    recommender = trained_tiny()
     recommendations = titles(top(recommender, "5", 11, include_rated=True))
     assert set(recommendations[:5]) == set(BETA)
     assert set(recommendations[-5:]) <= set(ALPHA) | {SHARED_TITLE}
 
 
 def test_include_rated_ranks_the_whole_catalogue_once_per_title():
-    recommender = train_tiny()
+    recommender = trained_tiny()
     recommendations = titles(top(recommender, PLANTED_USER, 11, include_rated=True))
     # 12 movie ids, 11 distinct titles: the shared title appears once.
     assert sorted(recommendations) == sorted(set(ALPHA + BETA + [SHARED_TITLE]))
