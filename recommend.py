@@ -29,6 +29,7 @@ import time
 
 if __name__ == "__main__":  # run as a program: beyond/launch.py imports this file quietly, runs main()
     from beyond import launch
+
     launch.run_program()
 
 # TensorFlow Recommenders is written for Keras 2. Since TensorFlow 2.16, `tf.keras` is Keras 3 unless
@@ -39,7 +40,6 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 import tensorflow_recommenders as tfrs
-
 
 # 1. Load ----------------------------------------------------------------------------------------------
 

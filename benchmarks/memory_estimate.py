@@ -32,19 +32,23 @@ def memory_kib(field: str) -> int:
         return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
 
 
-def measure(recipe_name: str, dataset: str, data_dir: str | None, embedding_dim: int, epochs: int | None) -> dict:
+def measure(
+    recipe_name: str, dataset: str, data_dir: str | None, embedding_dim: int, epochs: int | None
+) -> dict:
     """Trains one configuration in this process; the estimate and the memory training took, in bytes."""
     sys.path.insert(0, ROOT)
     import recommend
     from beyond import big_data, download, guards, recipes
 
-    tuned_recipe, optimizer = {"tutorial": (False, None), "tuned": (True, None), "tuned-adam": (True, "adam")}[
-        recipe_name
-    ]
+    tuned_recipe, optimizer = {
+        "tutorial": (False, None),
+        "tuned": (True, None),
+        "tuned-adam": (True, "adam"),
+    }[recipe_name]
     recipe = dataclasses.replace(recipes.choose(tuned_recipe, optimizer), embedding_dim=embedding_dim)
     if epochs:
         recipe = dataclasses.replace(recipe, epochs=epochs)
-    data = download.load_movielens(data_dir, None, dataset)
+    data, _ = download.load_movielens(data_dir, None, dataset)
     vocabularies = recommend.build_vocabularies(data)
     recommend.tf.keras.utils.set_random_seed(42)
     before = memory_kib("VmRSS")
@@ -65,10 +69,16 @@ def measure(recipe_name: str, dataset: str, data_dir: str | None, embedding_dim:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", choices=["tutorial", "tuned", "tuned-adam"], default="tuned", help="default %(default)s")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--recipe", choices=["tutorial", "tuned", "tuned-adam"], default="tuned", help="default %(default)s"
+    )
     parser.add_argument("--dims", type=int, nargs="+", default=[64, 1024, 8192], help="default %(default)s")
-    parser.add_argument("--dataset", default="100k", choices=["100k", "1m", "20m", "25m"], help="default %(default)s")
+    parser.add_argument(
+        "--dataset", default="100k", choices=["100k", "1m", "20m", "25m"], help="default %(default)s"
+    )
     parser.add_argument("--data-dir", help="TensorFlow Datasets folder (default: TFDS_DATA_DIR)")
     parser.add_argument("--epochs", type=int, help="passes to train (default: the recipe's)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a child process's run
@@ -76,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(measure(args.recipe, args.dataset, args.data_dir, args.dims[0], args.epochs)))
         return 0
-    print("| recipe | dataset | embedding_dim | estimate (GiB) | training took (GiB) | estimate / took | resident before (GiB) |")
+    print(
+        "| recipe | dataset | embedding_dim | estimate (GiB) | training took (GiB) | estimate / took | resident before (GiB) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for dim in args.dims:
         command = [sys.executable, __file__, "--one", "--recipe", args.recipe, "--dataset", args.dataset]
@@ -84,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         command += ["--epochs", str(args.epochs)] if args.epochs else []
         child = subprocess.run(command, capture_output=True, text=True)
         if child.returncode != 0:
-            print(f"| {args.recipe} | {args.dataset} | {dim} | failed: {child.stderr.strip().splitlines()[-1]} |")
+            print(
+                f"| {args.recipe} | {args.dataset} | {dim} | failed: {child.stderr.strip().splitlines()[-1]} |"
+            )
             continue
         result = json.loads(child.stdout.strip().splitlines()[-1])
         gib = {key: result[key] / 2**30 for key in ("estimate", "took", "before")}

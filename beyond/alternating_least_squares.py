@@ -196,7 +196,10 @@ class AlternatingLeastSquares(tf.keras.Model):
         # Two chunks at a time: each is a string of small operations, which leave a second processor core
         # idle unless another chunk runs beside them (docs/bigger-data.md).
         _, solved, loss = tf.while_loop(
-            lambda chunk, *_: chunk < solved.size(), solve_chunk, (0, solved, 0.0), parallel_iterations=CHUNKS_AT_ONCE
+            lambda chunk, *_: chunk < solved.size(),
+            solve_chunk,
+            (0, solved, 0.0),
+            parallel_iterations=CHUNKS_AT_ONCE,
         )
         table.scatter_update(tf.IndexedSlices(solved.concat(), ratings.rows))
         return ratings.total_weight + loss

@@ -60,6 +60,7 @@ class Stopwatch:
     def __init__(self):
         # `python recommend.py` imports TensorFlow before main() runs; beyond/launch.py timed it.
         self.phases = {"import": launch.import_seconds}
+        self.notes = {}  # a word on how a phase went, such as whether the data was parsed or read back
         self.lap_started_at = time.perf_counter()
 
     def lap(self, phase: str) -> None:
@@ -68,7 +69,10 @@ class Stopwatch:
         self.lap_started_at = now
 
     def report(self) -> str:
-        parts = [f"{phase} {seconds:.1f}s" for phase, seconds in self.phases.items()]
+        parts = [
+            f"{phase} {seconds:.1f}s" + (f" ({self.notes[phase]})" if phase in self.notes else "")
+            for phase, seconds in self.phases.items()
+        ]
         report = "timings: " + ", ".join(parts) + f", total {sum(self.phases.values()):.1f}s"
         try:
             import resource  # Unix only
@@ -151,7 +155,8 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.d
         )
     recipe = options.recipe_from(args)
     big_data.check_memory(recipe)  # the sizes the options ask for, whatever the data
-    data = download.load_movielens(args.data_dir, args.download_url, args.dataset)  # 1
+    data, how = download.load_movielens(args.data_dir, args.download_url, args.dataset)  # 1
+    stopwatch.notes["load"] = how
     rated_counts = big_data.rated_titles_per_user(data)
     catalogue_size = len(data.catalogue)
     titles = [title.decode("utf-8") for title in data.catalogue] if args.user is None else None
@@ -255,7 +260,7 @@ def run_evaluate(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.di
         tensorboard_log.check_tensorboard_dir(args.tensorboard)
     recipe = options.recipe_from(args)
     big_data.check_memory(recipe)  # the sizes the options ask for, whatever the data
-    data = download.load_movielens(args.data_dir, args.download_url, args.dataset)
+    data, stopwatch.notes["load"] = download.load_movielens(args.data_dir, args.download_url, args.dataset)
     log = tensorboard_log_for(args, recipe) if distribute.is_chief(strategy) else None
     stopwatch.lap("load")
     repeat = args.repeat or 1

@@ -31,7 +31,7 @@ import tqdm
 import urllib3
 
 import recommend
-from beyond import big_data
+from beyond import ratings_cache
 from beyond.guards import DataUnavailableError, make_folders, remove_empty_folders
 
 # A server silent for this long is not going to send 5 MB in a useful time either.
@@ -43,19 +43,23 @@ class DownloadFailed(Exception):
     """The archive could not be had; the message says why, in one line."""
 
 
-def load_movielens(data_dir: str | None, download_url: str | None, size: str) -> recommend.MovieLens:
-    """The core's load_movielens (beyond/big_data.py's for MovieLens 1M and up), once both datasets are on
-    disk; a damaged copy is reported by name."""
+def load_movielens(
+    data_dir: str | None, download_url: str | None, size: str
+) -> tuple[recommend.MovieLens, str]:
+    """The core's load_movielens (for MovieLens 1M and up, the numbers parsed once and kept), once both
+    datasets are on disk; a damaged copy is reported by name. Returns the data and how it was had."""
     for name in dataset_names(size):
         try:
             builder = tfds.builder(name, data_dir=data_dir)
         except Exception as error:  # TFDS could not even read the prepared copy's description
             raise DataUnavailableError(damaged_data_message(name, data_dir, error)) from None
         prepare_dataset(builder, download_url)
-    # The tutorial's size goes through the core's own loader, so that a learner's run is the code they read.
-    load = recommend.load_movielens if size == "100k" else big_data.load_movielens
     try:
-        return load(data_dir, size)
+        # The tutorial's size goes through the core's own loader, so that a learner's run is the code they
+        # read; the big ones are parsed once, then read back (beyond/ratings_cache.py).
+        if size == "100k":
+            return recommend.load_movielens(data_dir, size), "parsed"
+        return ratings_cache.load_movielens(data_dir, size)
     except recommend.DatasetUnreadable as unreadable:
         name, error = unreadable.args
         raise DataUnavailableError(damaged_data_message(name, data_dir, error)) from None

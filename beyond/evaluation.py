@@ -53,7 +53,9 @@ def evaluate(data: recommend.MovieLens, recipe, seeds: list[int], log=None, stra
         run = log.new_run(seed) if log else None
         with (strategy or tf.distribute.get_strategy()).scope():
             two_tower = recipe.build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue)
-            epochs = guards.run_training(two_tower, training, recipe, seed, (log.callback(run),) if log else ())
+            epochs = guards.run_training(
+                two_tower, training, recipe, seed, (log.callback(run),) if log else ()
+            )
         if strategy is not None and strategy is not tf.distribute.get_strategy():
             # Evaluated on this machine alone: Keras would otherwise spread the test set over the workers
             # and add up their top-k accuracies.

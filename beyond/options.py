@@ -263,7 +263,9 @@ def recipe_from(args: argparse.Namespace, note_unused: bool = True) -> "recipes.
     if not note_unused:
         return recipe
     unused, why = recipe.unused_options()
-    ignored = [flag for flag, _, name, _, _ in RECIPE_OPTIONS if flag in unused and getattr(args, name) is not None]
+    ignored = [
+        flag for flag, _, name, _, _ in RECIPE_OPTIONS if flag in unused and getattr(args, name) is not None
+    ]
     if ignored:
         recommend.progress(f"note: {', '.join(ignored)} ignored: {why}")
     return recipe

@@ -42,15 +42,21 @@ class TutorialRecipe(recommend.Recipe):
 
     name: typing.ClassVar[str] = "tutorial"
 
-    def build_model(self, user_ids_vocabulary, movie_titles_vocabulary, catalogue) -> recommend.MovieLensModel:
-        return recommend.build_model(user_ids_vocabulary, movie_titles_vocabulary, catalogue, self.embedding_dim)
+    def build_model(
+        self, user_ids_vocabulary, movie_titles_vocabulary, catalogue
+    ) -> recommend.MovieLensModel:
+        return recommend.build_model(
+            user_ids_vocabulary, movie_titles_vocabulary, catalogue, self.embedding_dim
+        )
 
     def train(self, model, data: recommend.MovieLens, seed: int, callbacks=()) -> None:
         recommend.train(model, data, self, seed, callbacks)
 
     def describe(self, data: recommend.MovieLens) -> str:
         epochs = f"{self.epochs} epoch{'s' if self.epochs > 1 else ''}"
-        return f"{epochs}, batches of {self.batch_size:,}, {self.optimizer.capitalize()} {self.learning_rate:g}"
+        return (
+            f"{epochs}, batches of {self.batch_size:,}, {self.optimizer.capitalize()} {self.learning_rate:g}"
+        )
 
     def memory_bytes(self, sizes: big_data.Sizes) -> int:
         """What training holds at once, in bytes, for the data's SIZES (see beyond/big_data.py)."""
@@ -111,7 +117,9 @@ class TunedRecipe(TutorialRecipe):
     # stops early. `epochs` is then the most passes it may take.
     converged_below: float = 0.0
 
-    def build_model(self, user_ids_vocabulary, movie_titles_vocabulary, catalogue) -> recommend.MovieLensModel:
+    def build_model(
+        self, user_ids_vocabulary, movie_titles_vocabulary, catalogue
+    ) -> recommend.MovieLensModel:
         """The core's towers, trained on implicit ALS's loss over the catalogue, with the recipe's L2."""
         # Under a distribution strategy (--distribute) every replica adds the L2 penalty to its own loss and
         # the replicas' gradients are summed, so each adds its share.
@@ -163,7 +171,9 @@ class TunedRecipe(TutorialRecipe):
     def describe_sizes(self, num_ratings: int) -> str:
         if not self.solved:
             return super().describe_sizes(num_ratings)
-        return f"--embedding-dim {self.embedding_dim}" + (f" on {num_ratings:,} ratings" if num_ratings else "")
+        return f"--embedding-dim {self.embedding_dim}" + (
+            f" on {num_ratings:,} ratings" if num_ratings else ""
+        )
 
     def sizes_to_shrink(self) -> str:
         return "--embedding-dim" if self.solved else super().sizes_to_shrink()

@@ -208,7 +208,9 @@ def objective(solver, user_rows, movie_rows, weights, l2) -> float:
 
 def test_no_half_pass_ever_raises_the_objective():
     data = tiny_movielens()
-    solver, (user_rows, movie_rows, weights) = grouped_solver(data, dataclasses.replace(TINY_ALS, embedding_dim=5))
+    solver, (user_rows, movie_rows, weights) = grouped_solver(
+        data, dataclasses.replace(TINY_ALS, embedding_dim=5)
+    )
     objectives = [objective(solver, user_rows, movie_rows, weights, TINY_ALS.embedding_l2)]
     for _ in range(15):
         for table, other, side in zip(solver.tables, solver.tables[::-1], solver.sides):
@@ -236,7 +238,12 @@ def test_where_it_stops_one_more_exact_solve_changes_nothing():
         for row in np.unique(rows):
             rated = rows == row
             _, vectors[row] = conjugate_gradient_by_hand(
-                vectors[row], fixed, other_rows[rated], weights[rated].astype(np.float64), recipe.embedding_l2, 0
+                vectors[row],
+                fixed,
+                other_rows[rated],
+                weights[rated].astype(np.float64),
+                recipe.embedding_l2,
+                0,
             )
         table.assign(vectors.astype(np.float32))
     after = objective(solver, user_rows, movie_rows, weights, recipe.embedding_l2)
@@ -265,7 +272,12 @@ def test_chunks_of_any_size_solve_alike_a_row_longer_than_a_chunk_included(monke
             for n, row in enumerate(side.solved_rows[first_row : first_row + count]):
                 places = slice(first_place + n * length, first_place + (n + 1) * length)
                 kept = side.weights.numpy()[places] > 0
-                laid_out += [(row, other, w) for other, w in zip(side.other_rows.numpy()[places][kept], side.weights.numpy()[places][kept])]
+                laid_out += [
+                    (row, other, w)
+                    for other, w in zip(
+                        side.other_rows.numpy()[places][kept], side.weights.numpy()[places][kept]
+                    )
+                ]
         assert sorted(laid_out) == sorted(zip(rows, other_rows, weights))
     for solver in (whole, chunked):
         for _ in range(2):
@@ -304,4 +316,7 @@ def test_grouping_takes_no_more_memory_a_rating_than_the_estimate_allows():
         tracemalloc.stop()
     estimate = alternating_least_squares.BYTES_PER_RATING * ratings
     assert 0.5 * estimate < peak < estimate, peak / ratings
-    assert sum(len(side.other_rows.numpy()) for side in sides) <= 2 * alternating_least_squares.LENGTH_GROWTH * ratings
+    assert (
+        sum(len(side.other_rows.numpy()) for side in sides)
+        <= 2 * alternating_least_squares.LENGTH_GROWTH * ratings
+    )

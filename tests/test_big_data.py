@@ -115,11 +115,15 @@ def test_sizes_that_cannot_fit_whatever_the_data_are_refused_before_any_data_is_
         (["--tuned"], "--embedding-dim 200000 on 40 ratings", "--embedding-dim"),  # the solver has no batches
     ],
 )
-def test_sizes_the_data_makes_too_large_are_refused_before_training(flags, sizes, fix, tiny_tfds, capsys, monkeypatch):
+def test_sizes_the_data_makes_too_large_are_refused_before_training(
+    flags, sizes, fix, tiny_tfds, capsys, monkeypatch
+):
     recipe = recipes.choose("--tuned" in flags, None)
     recipe = dataclasses.replace(recipe, embedding_dim=200_000)
     # Less than the sizes need with the tiny data's users, movies and ratings, more than they need alone.
-    alone, with_data = recipe.memory_bytes(big_data.Sizes()), recipe.memory_bytes(big_data.sizes_of(tiny_movielens()))
+    alone, with_data = recipe.memory_bytes(big_data.Sizes()), recipe.memory_bytes(
+        big_data.sizes_of(tiny_movielens())
+    )
     assert alone < with_data
     monkeypatch.setattr(big_data, "available_memory_bytes", lambda: (alone + with_data) // 2)
     status, out, err = run(
@@ -135,7 +139,9 @@ def test_the_gradient_estimate_counts_tables_optimizer_slots_batches_and_the_sco
     # has at most 8 x 8 distinct scores, kept 4 times for the softmax and its gradient. Each of the 100
     # ratings is fed as 8 bytes.
     sizes = big_data.Sizes(users=10, movies=20, ratings=100, most_ratings_of_one=30)
-    need = big_data.gradient_training_bytes(sizes, 4, 8, optimizer_slots=1, shuffled=False, implicit_als=False)
+    need = big_data.gradient_training_bytes(
+        sizes, 4, 8, optimizer_slots=1, shuffled=False, implicit_als=False
+    )
     assert need == 3 * (11 + 21) * 4 * 4 + 8 * 8 * 4 * 4 + 100 * 8 + 4 * 8 * 8 * 4
     # Adam keeps one more copy of the tables; shuffling, a buffer of every rating.
     adam = big_data.gradient_training_bytes(sizes, 4, 8, optimizer_slots=2, shuffled=True, implicit_als=False)

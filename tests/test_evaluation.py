@@ -178,7 +178,9 @@ def test_top_k_accuracy_is_the_rank_of_each_held_out_movie():
     # The tutorial's FactorizedTopK, counted by hand: a held-out rating is a hit at k when fewer than k
     # catalogue titles score above its own movie for its user.
     data = tiny_movielens()
-    training, held_out = evaluation.subset(data, np.arange(0, 40, 2)), evaluation.subset(data, np.arange(1, 40, 2))
+    training, held_out = evaluation.subset(data, np.arange(0, 40, 2)), evaluation.subset(
+        data, np.arange(1, 40, 2)
+    )
     model = train_tiny(data=training).model
     metrics = evaluation.held_out_metrics(model, training, held_out)
     # In TensorFlow's float32 arithmetic, as the metric computes them: a movie's own score and the same

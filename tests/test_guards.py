@@ -48,7 +48,9 @@ def diverging(tiny_tfds, *argv):
         (["--tuned", "--optimizer", "adam"], "0.05"),
     ],
 )
-def test_a_learning_rate_far_too_large_stops_training_with_no_recommendations(extra, steady, tiny_tfds, capsys):
+def test_a_learning_rate_far_too_large_stops_training_with_no_recommendations(
+    extra, steady, tiny_tfds, capsys
+):
     status, out, err = run(capsys, *diverging(tiny_tfds, "--user", "1", "--k", "3", *extra))
     assert_clear_failure(status, out, err, 1, "training diverged", "learning rate 1e+30", "--learning-rate")
     assert f"try a smaller --learning-rate, such as {steady}. Nothing was" in err.splitlines()[-1]
@@ -374,7 +376,9 @@ def test_ctrl_c_in_the_solver_ends_with_status_130_and_saves_nothing(change, rea
         f"sys.argv = ['recommend.py', '--user', '1', '--k', '3', '--tuned', '--epochs', '1000000', "
         f"'--data-dir', {tiny_tfds!r}, '--save-dir', {str(target)!r}]; runpy.run_path({SCRIPT!r}, run_name='__main__')"
     )
-    process = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     lines = []
     for line in process.stderr:
         lines.append(line)

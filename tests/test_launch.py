@@ -59,4 +59,3 @@ def test_ctrl_c_while_tensorflow_is_imported_ends_with_status_130_and_one_line()
     out, err = process.communicate(timeout=60)
     assert (process.returncode, out) == (130, "")
     assert err.splitlines() == ["recommend.py: interrupted"]
-

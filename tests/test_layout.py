@@ -44,7 +44,9 @@ def test_importing_the_core_loads_nothing_beyond_the_tutorial():
 def test_the_core_imports_the_package_only_in_main_and_in_the_launcher_before_its_imports():
     tree = ast.parse(open(os.path.join(ROOT, "recommend.py"), encoding="utf-8").read())
     main = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "main")
-    launcher = [node for node in tree.body if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)]
+    launcher = [
+        node for node in tree.body if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)
+    ]
     assert len(launcher) == 1 and len(launcher[0].body) <= 2  # at most two lines of plumbing
     assert imported_modules(main) == {"beyond.cli"}
     assert imported_modules(launcher[0]) == {"beyond.launch"}
@@ -98,9 +100,9 @@ def test_one_module_chooses_the_recipe_and_nothing_else_asks_which_it_has():
             # of which recipe it is, which only the recipe itself may answer.
             call = ast.unparse(node.func) if isinstance(node, ast.Call) else ""
             asks = call in ("isinstance", "hasattr") or (call == "getattr" and len(node.args) == 3)
-            assert not (asks and re.search(r"recipe|model|Recipe", ast.unparse(node))), (
-                f"beyond/{module}: {ast.unparse(node)}"
-            )
+            assert not (
+                asks and re.search(r"recipe|model|Recipe", ast.unparse(node))
+            ), f"beyond/{module}: {ast.unparse(node)}"
             if isinstance(node, ast.Compare):
                 assert "recipe.optimizer" not in ast.unparse(node), f"beyond/{module}: {ast.unparse(node)}"
         assert "TunedRecipe" not in source and "TutorialRecipe(" not in source, module
@@ -108,7 +110,8 @@ def test_one_module_chooses_the_recipe_and_nothing_else_asks_which_it_has():
     callers = [
         module
         for module in sorted(os.listdir(PACKAGE))
-        if module.endswith(".py") and "recipes.choose(" in open(os.path.join(PACKAGE, module), encoding="utf-8").read()
+        if module.endswith(".py")
+        and "recipes.choose(" in open(os.path.join(PACKAGE, module), encoding="utf-8").read()
     ]
     assert callers == ["options.py"]
     assert modules_defining("train") == []  # the core's train() is the one function of that name

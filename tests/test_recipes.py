@@ -28,7 +28,11 @@ def test_the_flags_choose_the_recipe(tuned_recipe, optimizer, chosen):
 def test_the_tutorials_recipe_is_the_quickstarts():
     assert dataclasses.asdict(recipes.TUTORIAL) == dataclasses.asdict(recommend.Recipe())
     assert (recipes.TUTORIAL.embedding_dim, recipes.TUTORIAL.learning_rate) == (64, 0.5)
-    assert (recipes.TUTORIAL.batch_size, recipes.TUTORIAL.epochs, recipes.TUTORIAL.optimizer) == (4096, 3, "adagrad")
+    assert (recipes.TUTORIAL.batch_size, recipes.TUTORIAL.epochs, recipes.TUTORIAL.optimizer) == (
+        4096,
+        3,
+        "adagrad",
+    )
 
 
 def test_each_recipe_describes_how_it_trains():

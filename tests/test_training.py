@@ -11,7 +11,16 @@ import tensorflow_recommenders as tfrs
 
 import recommend
 from beyond import evaluation, recipes
-from conftest import ALPHA, BETA, PLANTED_MOVIE, PLANTED_USER, SHARED_TITLE, USERS, from_ratings, tiny_movielens
+from conftest import (
+    ALPHA,
+    BETA,
+    PLANTED_MOVIE,
+    PLANTED_USER,
+    SHARED_TITLE,
+    USERS,
+    from_ratings,
+    tiny_movielens,
+)
 
 # Enough passes for 39 ratings to shape 8-number embeddings; one batch holds them all.
 TINY_RECIPE = dataclasses.replace(recipes.TUTORIAL, embedding_dim=8, epochs=30, batch_size=64)
@@ -178,7 +187,9 @@ def test_the_quickstarts_own_code_learns_what_the_core_learns(tiny_tfds):
     quickstart.fit(ratings.batch(16), epochs=10, verbose=0)
     recipe.train(core, data, seed=0)
     for theirs, ours in [(user_model, core.user_model), (movie_model, core.movie_model)]:
-        np.testing.assert_allclose(ours.layers[-1].get_weights()[0], theirs.layers[-1].get_weights()[0], atol=1e-4)
+        np.testing.assert_allclose(
+            ours.layers[-1].get_weights()[0], theirs.layers[-1].get_weights()[0], atol=1e-4
+        )
 
     index = tfrs.layers.factorized_top_k.BruteForce(quickstart.user_model)
     index.index_from_dataset(movies.batch(100).map(lambda title: (title, quickstart.movie_model(title))))

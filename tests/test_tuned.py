@@ -126,9 +126,7 @@ def test_implicit_als_learns_the_planted_tastes():
     recommendations = titles(top(recommender, "5", 11, include_rated=True))
     assert set(recommendations[:5]) == set(BETA)
     # A new viewer who names two Beta films is fitted to the same loss and is offered the other Beta ones.
-    served = serving.build_recommender(
-        recommender.model, recommender.index, recommender.data, recipe
-    )
+    served = serving.build_recommender(recommender.model, recommender.index, recommender.data, recipe)
     liked = movie_space.recommend_for_liked(served, list(BETA[:2]), 3, include_rated=False)
     assert set(titles(liked)) == set(BETA[2:])
 
