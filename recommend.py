@@ -9,12 +9,12 @@ that is what makes retrieval fast. The six steps, in order below:
     2. build_vocabularies   map user ids and movie titles to embedding rows (StringLookup)
     3. build_model          the user tower, the movie tower and the retrieval task (tfrs.Model)
     4. train                fit both towers on the in-batch softmax (the quickstart's Adagrad)
-    5. build_index          score every movie for a user (BruteForce)
+    5. build_index          embed every movie once, for exact top-k (BruteForce)
     6. recommend            ask the index for one user's top k, leaving out movies they rated
 
 The tutorial is TFRS's quickstart, whose settings are the defaults (Recipe), with the 80/20 split of
-its basic_retrieval tutorial for --evaluate. Where a step departs from their calls, a sentence there
-says why; docs/from-the-tutorial.md puts each quickstart statement beside the line here doing its job.
+its basic_retrieval tutorial for --evaluate. Where a step departs from their calls, a sentence at that
+step says why; docs/from-the-tutorial.md puts each quickstart statement beside the line here doing its job.
 The command line and all else beyond the tutorial live in beyond/, which calls these six steps.
 
     python recommend.py --user 42                  # train, then print user 42's top 10
@@ -106,7 +106,7 @@ def load_movielens(data_dir: str | None = None, size: str = "100k") -> MovieLens
 
 
 def read_examples(name: str, features: dict, data_dir: str | None, noun: str) -> dict[str, np.ndarray]:
-    """FEATURES of every example of a TFDS dataset: what `tfds.load(name, split="train")` gives, in its
+    """The features of every example of a TFDS dataset: what `tfds.load(name, split="train")` gives, in its
     order, as one array a feature. TFDS decodes one example at a time; parsing its TFRecord files a
     million examples per call is several times faster (docs/speed.md)."""
     chunks, count, heartbeat = [], 0, Heartbeat()
@@ -121,7 +121,7 @@ def read_examples(name: str, features: dict, data_dir: str | None, noun: str) ->
 
 
 def read_features(name: str, features: dict, data_dir: str | None = None):
-    """Yields FEATURES of every example of a TFDS dataset, READ_CHUNK_SIZE examples at a time."""
+    """Yields the features of every example of a TFDS dataset, READ_CHUNK_SIZE examples at a time."""
     try:
         builder = tfds.builder(name, data_dir=data_dir)
         builder.download_and_prepare()  # what tfds.load does first; nothing when already prepared
@@ -178,7 +178,7 @@ class MovieLensModel(tfrs.Model):
         # Training: the tutorial returns the same self.task(user_embeddings, movie_embeddings), a softmax
         # over every rating's user against every rating's movie of the batch. training_loss computes it as
         # in_batch_softmax_loss, over the batch's distinct users and movies: the same loss and gradients,
-        # many times faster (tests/test_training.py, test_the_distinct_movie_softmax_is_retrievals_own_...).
+        # many times faster (test_the_distinct_movie_softmax_is_retrievals_own_loss_with_the_same_gradients).
         loss = self.training_loss(features)
         self.summed_loss.update_state(loss)
         return loss
@@ -263,7 +263,7 @@ class Recipe:
 
 
 OPTIMIZERS = {"adagrad": tf.keras.optimizers.Adagrad, "adam": tf.keras.optimizers.Adam}
-# Shuffling holds its buffer in memory, about 200 bytes a rating: 2 million hold all of 100k and 1M,
+# Shuffling holds each rating number as a tensor of its own, about 200 bytes: 2 million hold 100k and 1M,
 # and a window of 20M and 25M, whose TFDS files are in a random order already.
 SHUFFLE_BUFFER_SIZE = 2_000_000
 
@@ -302,10 +302,10 @@ def train(model: MovieLensModel, data: MovieLens, recipe: Recipe, seed: int, cal
 def build_index(model: MovieLensModel, data: MovieLens) -> tfrs.layers.factorized_top_k.BruteForce:
     """Embeds each title of the catalogue once and indexes the embeddings for exact (brute-force) top-k.
 
-    The tutorial indexes its movies dataset, 1,682 movie ids, so a title of two ids is listed twice. The
-    catalogue holds each rated title once (1,664 of 100k), sorted; `index()` takes its embeddings as one
-    tensor, where `index_from_dataset` would gather them from batches. Top-k keeps the earlier of equal
-    scores, so ties go in the catalogue's order: its titles' bytes, sorted."""
+    The tutorial indexes its movies dataset, 1,682 movie ids: a title of two ids would take two of the
+    top k's places. The catalogue holds each rated title once (1,664 of 100k), sorted, and is already one
+    tensor, so `index()` takes it whole where `index_from_dataset` would gather it from batches. Top-k
+    keeps the earlier of equal scores, so ties go in the catalogue's order: its titles' bytes, sorted."""
     index = tfrs.layers.factorized_top_k.BruteForce(model.user_model)
     index.index(candidates=model.movie_model(data.catalogue), identifiers=tf.constant(data.catalogue))
     return index
@@ -315,10 +315,10 @@ def build_index(model: MovieLensModel, data: MovieLens) -> tfrs.layers.factorize
 
 
 def recommend(index, data: MovieLens, user_id: str, k: int = 10, include_rated: bool = False) -> list[dict]:
-    """One user's top k, best first. The quickstart's list starts with films the user has already rated;
-    here they are left out unless `include_rated`, which BruteForce does itself with
-    query_with_exclusions. The user must be in the data and k at most the movies left: the command line
-    checks both first."""
+    """One user's top k, best first: 10 by default, a cut-off --evaluate scores (quickstart: 3).
+    The quickstart's list starts with films the user rated; BruteForce's query_with_exclusions leaves
+    them out here, unless `include_rated`. The user must be in the data and k at most the movies left:
+    the command line checks both first."""
     if include_rated:
         scores, titles = index(tf.constant([user_id]), k=k)
     else:
