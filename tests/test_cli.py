@@ -42,29 +42,57 @@ def test_json_is_one_document_with_ranks_and_descending_scores(tiny_tfds, capsys
     assert len({item["title"] for item in recommendations}) == 7  # no title twice
 
 
-@pytest.mark.parametrize(
-    "epochs, why",
-    [
-        # The tiny data's loss moves by +0.43% in the second pass and by +0.04% in the third.
-        ("1", "did not converge within --epochs 1: the loss, 5.9719 per rating, has no earlier epoch"),
-        ("2", "did not converge within --epochs 2: the loss, 5.9973 per rating, changed by +0.425%"),
-        ("5", "converged in epoch 3 of at most 5: the loss, 5.9997 per rating, changed by +0.041%"),
-    ],
+EPOCH_LINE = re.compile(r"  epoch (\d+)/(\d+): loss (\d+\.\d{3}) per rating")
+STOPPED = re.compile(
+    r"  (?:converged in epoch (?P<epoch>\d+) of at most (?P<most>\d+)"
+    r"|did not converge within --epochs (?P<within>\d+))"
+    r": the loss, (?P<loss>\d+\.\d{4}) per rating, "
+    r"(?:has no earlier epoch|changed by (?P<change>[+-]\d+\.\d{3})%)"
 )
-def test_tuned_training_recommends_too_and_says_why_it_stopped(epochs, why, tiny_tfds, capsys):
-    status, out, err = run(
-        capsys, "--user", "1", "--k", "3", "--tuned", "--json", "--data-dir", tiny_tfds, "--epochs", epochs
-    )
+
+
+def tuned_run(capsys, tiny_tfds, epochs: int) -> tuple[list[float], re.Match]:
+    """The losses each epoch's progress line gave, and the last line, why training stopped, as matched."""
+    question = ["--user", "1", "--k", "3", "--tuned", "--json", "--data-dir", tiny_tfds]
+    status, out, err = run(capsys, *question, "--epochs", str(epochs))
     assert status == 0
     assert len(json.loads(out)["recommendations"]) == 3
-    # The tuned recipe's solver, at most the overridden epochs, and why it stopped: the last line.
-    plural = "s" if epochs != "1" else ""
+    plural = "s" if epochs != 1 else ""
     assert (
-        f"at most {epochs} epoch{plural} of alternating least squares, stopping at the first that changes the "
-        "loss by under 0.1%" in err
+        f"at most {epochs} epoch{plural} of alternating least squares, stopping at the first that changes "
+        "the loss by under 0.1%" in err
     )
     assert "implicit ALS's loss over all 11 titles, each rating weighted by its stars" in err
-    assert err.splitlines()[-1].startswith(f"  {why}")
+    epoch_lines = [EPOCH_LINE.match(line) for line in err.splitlines() if EPOCH_LINE.match(line)]
+    assert [int(line[1]) for line in epoch_lines] == list(range(1, len(epoch_lines) + 1))
+    assert all(int(line[2]) == epochs for line in epoch_lines)
+    stopped = STOPPED.match(err.splitlines()[-1])
+    assert stopped, err
+    losses = [float(line[3]) for line in epoch_lines]
+    assert float(stopped["loss"]) == pytest.approx(losses[-1], abs=0.0006)  # the last epoch's, to 4 places
+    return losses, stopped
+
+
+def test_tuned_training_recommends_too_and_says_why_it_stopped(tiny_tfds, capsys):
+    # Trained until it converges; the same seed then trains the same passes under a smaller --epochs.
+    losses, stopped = tuned_run(capsys, tiny_tfds, 15)
+    converged_in = len(losses)
+    assert 2 <= converged_in < 15 and stopped["epoch"] == str(converged_in) and stopped["most"] == "15"
+    assert abs(float(stopped["change"])) < 0.1 and stopped.string.endswith("(under 0.1%)")
+
+    # The epoch before changed the loss by 0.1% or more: stopped there, training did not converge.
+    before, stopped = tuned_run(capsys, tiny_tfds, converged_in - 1)
+    assert before == losses[: converged_in - 1] and stopped["within"] == str(converged_in - 1)
+    if converged_in > 2:
+        assert abs(float(stopped["change"])) >= 0.1
+        assert stopped.string.endswith("in the last epoch (not under 0.1%); a larger --epochs trains longer")
+
+    # One epoch has nothing to be compared with, whatever its loss: the line says so.
+    first, stopped = tuned_run(capsys, tiny_tfds, 1)
+    assert first == losses[:1] and stopped["within"] == "1" and stopped["change"] is None
+    assert stopped.string.endswith(
+        "has no earlier epoch to compare with; a larger --epochs trains until it converges"
+    )
 
 
 def test_the_tuned_loss_can_be_trained_by_adam_instead(tiny_tfds, capsys):
