@@ -12,8 +12,8 @@ that is what makes retrieval fast. The six steps, in order below:
     5. build_index          embed every movie once, for exact top-k (BruteForce)
     6. recommend            ask the index for one user's top k, leaving out movies they rated
 
-The tutorial is TFRS's quickstart, whose settings are the defaults (Recipe), with the 80/20 split of
-its basic_retrieval tutorial for --evaluate. Where a step departs from their calls, a sentence at that
+The tutorial is TFRS's quickstart, whose settings are the defaults (Recipe, step 4), with the split of
+its basic_retrieval tutorial, 80/20, for --evaluate. Where a step departs from their calls, a sentence at that
 step says why; docs/from-the-tutorial.md puts each quickstart statement beside the line here doing its job.
 The command line and all else beyond the tutorial live in beyond/, which calls these six steps.
 
@@ -109,7 +109,7 @@ def read_examples(name: str, features: dict, data_dir: str | None, noun: str) ->
     """The features of every example of a TFDS dataset: what `tfds.load(name, split="train")` gives, in its
     order, as one array a feature. TFDS decodes one example at a time; parsing its TFRecord files a
     million examples per call is several times faster (docs/speed.md)."""
-    chunks, count, heartbeat = [], 0, Heartbeat()
+    chunks, count, heartbeat = [], 0, Heartbeat()  # a progress line every 10 s (end of the file)
     for chunk in read_features(name, features, data_dir):
         chunks.append({feature: values.numpy() for feature, values in chunk.items()})
         count += len(chunks[-1][next(iter(features))])
@@ -142,8 +142,8 @@ def build_vocabularies(data: MovieLens) -> tuple[tf.keras.layers.StringLookup, t
     """Maps each user id and movie title to a row of its embedding table. Row 0 is for ids never seen (an
     untrained row, not an error); `mask_token=None` means no row is kept for padding.
 
-    The tutorial calls `adapt()`, which takes about a minute fed one example at a time. Counting with numpy
-    gives the same vocabulary in milliseconds: most frequent first, ties by the token descending."""
+    The tutorial calls `adapt()`, a minute fed one example at a time; counting with numpy gives adapt's
+    vocabulary row for row in milliseconds: most frequent first, ties by the token descending."""
     user_counts = np.bincount(data.rating_users, minlength=len(data.users))
     titles, title_counts = np.unique(data.movies, return_counts=True)
     users = data.users[np.lexsort((data.users, user_counts))[::-1]]
@@ -199,9 +199,10 @@ def in_batch_softmax_loss(user_model, movie_model, user_ids: tf.Tensor, movie_ti
     """The loss `tfrs.tasks.Retrieval` computes by default, summed over the batch, many times faster.
 
     Retrieval scores every rating's user against every rating's movie (4096 x 4096) and asks a softmax to
-    pick the rating's own movie. But a batch holds only about 1,000 distinct movies and 900 users, and
-    copies of a movie score alike, so the logsumexp over the batch's movies equals one over its distinct
-    movies m, each adding log count(m). The same loss and gradients, without the duplicated work.
+    pick the rating's own movie: the batch's other movies are its negatives, to be scored below it. But a
+    batch holds only about 1,000 distinct movies and 900 users, and copies of a movie score alike, so the
+    logsumexp over the batch's movies equals one over its distinct movies m, each adding log count(m).
+    The same loss and gradients, without the duplicated work.
     """
     users, user_rows = tf.unique(user_ids)
     movies, movie_columns = tf.unique(movie_titles)
@@ -224,7 +225,7 @@ def tower(vocabulary: tf.keras.layers.StringLookup, embedding_dim: int, regulari
     return tf.keras.Sequential([tf.keras.Input(shape=(), dtype=tf.string), vocabulary, embedding])
 
 
-TOP_KS = (1, 5, 10, 50, 100)  # the cut-offs of the tutorial's top-k accuracy
+TOP_KS = (1, 5, 10, 50, 100)  # top-k accuracy (FactorizedTopK): how often the rated movie is in the top k
 
 
 def retrieval_task(movie_model: tf.keras.Model, catalogue: np.ndarray) -> tfrs.tasks.Retrieval:
