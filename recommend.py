@@ -61,7 +61,7 @@ class MovieLens:
         titles          every movie title, sorted, each once
         rating_users    each rating's user: a row of `users` (int32)
         rating_titles   each rating's movie: a row of `titles` (int32)
-        rating_stars    each rating's stars, 1 to 5 (float32; 0 where missing): the tuned recipe's weights
+        rating_stars    each rating's stars, 0.5 to 5 (float32; 0 where missing): the tuned recipe's weights
         movies          the movies dataset's title of each movie id, in its order: what the tutorial's
                         title vocabulary is adapted to (18 titles of 100k belong to two movie ids)
         catalogue_rows  the rows of `titles` somebody rated: the movies that can be recommended
@@ -121,7 +121,7 @@ def read_examples(name: str, features: dict, data_dir: str | None, noun: str) ->
 
 
 def read_features(name: str, features: dict, data_dir: str | None = None):
-    """Yields the features of every example of a TFDS dataset, READ_CHUNK_SIZE examples at a time."""
+    """Yields the features of every example of a TFDS dataset, READ_CHUNK_SIZE at a time, two at once."""
     try:
         builder = tfds.builder(name, data_dir=data_dir)
         builder.download_and_prepare()  # what tfds.load does first; nothing when already prepared
@@ -211,8 +211,8 @@ def in_batch_softmax_loss(user_model, movie_model, user_ids: tf.Tensor, movie_ti
         tf.ones_like(movie_columns, tf.float32), movie_columns, tf.size(movies)
     )
     logits = tf.matmul(user_embeddings, movie_embeddings, transpose_b=True) + tf.math.log(counts)
-    own_embeddings = tf.gather(user_embeddings, user_rows) * tf.gather(movie_embeddings, movie_columns)
-    own_scores = tf.reduce_sum(own_embeddings, axis=1)
+    own_products = tf.gather(user_embeddings, user_rows) * tf.gather(movie_embeddings, movie_columns)
+    own_scores = tf.reduce_sum(own_products, axis=1)
     return tf.reduce_sum(tf.gather(tf.reduce_logsumexp(logits, axis=1), user_rows) - own_scores)
 
 
