@@ -15,7 +15,7 @@ Same data, folds, metrics and choice rule as search.py (round 1), whose code thi
 
      by alternating (a) (x, z) jointly given y: a quadratic, solved by preconditioned conjugate gradients
      with products that touch only the ratings (never a users x movies matrix), warm-started, and (b) y
-     given the user vectors u exactly (search.solve_side). "pure bag": x dropped, u_u = c_u sum z_j.
+     given the user vectors u exactly (exact_als.solve_side). "pure bag": x dropped, u_u = c_u sum z_j.
   3. extras suggested by 1-2 (see the stage functions).
 
     export TFDS_DATA_DIR=/path/to/tensorflow_datasets
@@ -43,8 +43,10 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import exact_als  # noqa: E402
+import project_port  # noqa: E402
 import search as s  # noqa: E402
-from search import Ratings, Setting, progress  # noqa: E402
+from exact_als import Ratings, Setting, progress  # noqa: E402
 
 ROUND1 = Setting(l2=0.03744, nu=1.0, beta=0.1)  # round 1's chosen point
 ROUND1_FOLDS = [0.27664, 0.27258, 0.27703, 0.28480, 0.28831]
@@ -54,8 +56,8 @@ ROUND1_FOLDS = [0.27664, 0.27258, 0.27703, 0.28480, 0.28831]
 class BagSetting(Setting):
     """A user tower that reads the bag of rated titles: u = x + |R(u)|^-bag_power sum of z over R(u).
 
-    l2 and nu give the x rows' lambda as search.row_l2 gives a user's; the movies' lambda is movie_l2_ratio
-    times search.row_l2 for a movie; z row j's lambda is l2_bag x (n_j + alpha0 U)^bag_nu, n_j its ratings.
+    l2 and nu give the x rows' lambda as exact_als.row_l2 gives a user's; the movies' lambda is movie_l2_ratio
+    times exact_als.row_l2 for a movie; z row j's lambda is l2_bag x (n_j + alpha0 U)^bag_nu, n_j its ratings.
     own = 0 drops x (the pure bag tower)."""
 
     bag_power: float = 0.5
@@ -129,7 +131,7 @@ class BagProblem:
     movie_scale: np.ndarray
     alpha0: float
     own: bool
-    groups: list = None  # the ratings grouped by user, padded (search.group): (members, movies, (c, w))
+    groups: list = None  # the ratings grouped by user, padded (exact_als.group): (members, movies, (c, w))
     dense_bag: np.ndarray = None  # P as a dense users x movies matrix (the 100k harness's shortcut)
 
 
@@ -144,11 +146,11 @@ def make_problem(ratings: Ratings, setting: BagSetting, weights, user_counts, mo
         sums = np.bincount(ratings.users, weights, minlength=ratings.num_users)
         c[user_counts > 0] = sums[user_counts > 0] ** -setting.bag_power
     bag = c[users] * (w if setting.bag_weighted else 1.0)
-    x_l2 = s.row_l2(user_counts, ratings.num_movies, setting)
+    x_l2 = exact_als.row_l2(user_counts, ratings.num_movies, setting)
     z_l2 = setting.l2_bag * (movie_counts + setting.alpha0 * ratings.num_users) ** setting.bag_nu
     extra = w - setting.alpha0 * movie_scale[columns]
-    side_c = s.group(users, columns, extra, ratings.num_users)
-    side_w = s.group(users, columns, w, ratings.num_users)
+    side_c = exact_als.group(users, columns, extra, ratings.num_users)
+    side_w = exact_als.group(users, columns, w, ratings.num_users)
     groups = [(m, o, (c, ww)) for (m, o, c), (_, _, ww) in zip(side_c.groups, side_w.groups)]
     dense_bag = np.zeros((ratings.num_users, ratings.num_movies))
     np.add.at(dense_bag, (users, columns), bag)
@@ -323,18 +325,18 @@ def fit_bag(
 ):
     """(user vectors u = x + P z, movie table, passes): alternating the (x, z) step and the exact y step from
     Keras's initialisation of y, until a pass changes the loss by under TOLERANCE of it."""
-    weights = s.rating_weights(ratings, setting)
-    movies_side = s.group(ratings.columns, ratings.users, weights, ratings.num_movies)
+    weights = exact_als.rating_weights(ratings, setting)
+    movies_side = exact_als.group(ratings.columns, ratings.users, weights, ratings.num_movies)
     user_counts = np.bincount(ratings.users, minlength=ratings.num_users)
     movie_counts = movies_side.counts
     movie_scale = np.ones(ratings.num_movies)
     if setting.beta:
         rated = movie_counts > 0
         movie_scale[rated] = (movie_counts[rated] / movie_counts[rated].mean()) ** setting.beta
-    movie_l2 = s.row_l2(movie_counts, ratings.num_users, setting) * setting.movie_l2_ratio
+    movie_l2 = exact_als.row_l2(movie_counts, ratings.num_users, setting) * setting.movie_l2_ratio
     problem = make_problem(ratings, setting, weights, user_counts, movie_counts, movie_scale)
     rng = np.random.default_rng(seed)
-    movies = rng.uniform(-s.INIT_SCALE, s.INIT_SCALE, (ratings.num_movies, setting.dim))
+    movies = rng.uniform(-exact_als.INIT_SCALE, exact_als.INIT_SCALE, (ratings.num_movies, setting.dim))
     movies[movie_counts == 0] = 0.0
     x = np.zeros((ratings.num_users, setting.dim))
     z = np.zeros((ratings.num_movies, setting.dim))
@@ -342,8 +344,8 @@ def fit_bag(
     for passes in range(1, max_passes + 1):
         x, z, steps = (step or solve_bag_exactly)(problem, movies, x, z, cg_tolerance)
         users = bag_sum(problem, z) + x
-        movies = s.solve_side(users, movies_side, movie_l2, setting.alpha0, row_scale=movie_scale)
-        new_loss = s.objective(
+        movies = exact_als.solve_side(users, movies_side, movie_l2, setting.alpha0, row_scale=movie_scale)
+        new_loss = exact_als.objective(
             users,
             movies,
             ratings,
@@ -389,7 +391,7 @@ class Folds(s.Folds):
     def fit_one(self, fitted, setting):
         if isinstance(setting, BagSetting):
             return fit_bag(fitted, setting)
-        return s.fit(fitted, setting)
+        return exact_als.fit(fitted, setting)
 
     def setting_of(self, row):
         return setting_of(row)
@@ -398,30 +400,8 @@ class Folds(s.Folds):
 def paired(row: dict) -> str:
     """The fold-by-fold NDCG difference from round 1's chosen point: mean and its standard error."""
     diffs = np.array([float(v) for v in row["folds_ndcg"].split()]) - ROUND1_FOLDS
-    return f"{diffs.mean():+.5f} +- {diffs.std(ddof=1) / math.sqrt(len(diffs)):.5f} ({(diffs > 0).sum()}/5 folds up)"
-
-
-def tune(folds, setting, stage, start, note="", key=None, attribute="l2"):
-    """search.tune_l2 along ATTRIBUTE (l2, or l2_bag)."""
-    key = key or s.judged
-    if attribute == "l2":
-        return s.tune_l2(folds, setting, stage, start, note, key=key)
-    rounded = lambda value: float(f"{value:.4g}")  # noqa: E731
-    score = lambda v: folds.score(
-        dataclasses.replace(setting, **{attribute: rounded(v)}), stage, note
-    )  # noqa: E731
-    rows = {0: score(start), 2: score(start * 4), -2: score(start / 4)}
-    step = 2 if key(rows[2]) > key(rows[0]) else -2 if key(rows[-2]) > key(rows[0]) else 0
-    at = 0
-    while step and key(rows[at + step]) > key(rows[at]) and abs(at) < 16:
-        at += step
-        rows[at + step] = score(start * 2.0 ** (at + step))
-    for fraction in (1, 0.5, 0.25):
-        best = max(rows, key=lambda k: key(rows[k]))
-        for near in (best - fraction, best + fraction):
-            if near not in rows:
-                rows[near] = score(start * 2.0**near)
-    return max(rows.values(), key=key)
+    error = diffs.std(ddof=1) / math.sqrt(len(diffs))
+    return f"{diffs.mean():+.5f} +- {error:.5f} ({(diffs > 0).sum()}/5 folds up)"
 
 
 # 3. The stages ----------------------------------------------------------------------------------------------
@@ -435,7 +415,9 @@ def stage_per_side(folds, training, quick):
     rows = []
     for beta, ratio in grid:
         setting = Setting(beta=beta, movie_l2_ratio=ratio)
-        rows.append(tune(folds, setting, "r2_stage1_per_side", float(f"{50 / math.sqrt(ratio):.4g}")))
+        rows.append(
+            s.tune(folds, setting, "r2_stage1_per_side", float(f"{50 / math.sqrt(ratio):.4g}"), key=s.judged)
+        )
     return rows
 
 
@@ -453,10 +435,18 @@ def stage_bag(folds, training, quick):
     rows = []
     for own, a, start, retune in variants:
         setting = BagSetting(l2=ROUND1.l2, nu=1.0, beta=0.1, bag_power=a, l2_bag=start, own=own)
-        row = tune(folds, setting, "r2_stage2_bag", start, attribute="l2_bag")
+        row = s.tune(folds, setting, "r2_stage2_bag", start, key=s.judged, attribute="l2_bag", octaves=2)
         if retune and not quick:
-            row = tune(folds, setting_of(row), "r2_stage2_bag", float(row["l2"]))
-            row = tune(folds, setting_of(row), "r2_stage2_bag", float(row["l2_bag"]), attribute="l2_bag")
+            row = s.tune(folds, setting_of(row), "r2_stage2_bag", float(row["l2"]), key=s.judged)
+            row = s.tune(
+                folds,
+                setting_of(row),
+                "r2_stage2_bag",
+                float(row["l2_bag"]),
+                key=s.judged,
+                attribute="l2_bag",
+                octaves=2,
+            )
         rows.append(row)
     return rows
 
@@ -474,7 +464,7 @@ def stage_frontier(folds, training, quick):
                 )
             )
     pure = BagSetting(l2=ROUND1.l2, nu=1.0, beta=0.1, bag_power=1.0, l2_bag=30.0, own=0)
-    rows.append(tune(folds, pure, "r2_stage3_frontier", 30.0, attribute="l2_bag"))
+    rows.append(s.tune(folds, pure, "r2_stage3_frontier", 30.0, key=s.judged, attribute="l2_bag", octaves=2))
     return rows
 
 
@@ -518,8 +508,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     results = pathlib.Path(args.results + ("-quick" if args.quick else ""))
     progress("Loading MovieLens 100k and the tutorial's split")
-    training, test, data, train_rows = s.load_tutorial_split(args.project)
-    folds = Folds(training, results, 2 if args.quick else s.FOLDS)
+    training, test, data, train_rows = exact_als.load_tutorial_split(args.project)
+    folds = Folds(training, results, 2 if args.quick else exact_als.FOLDS)
     s.stage_baseline(folds, training, args.quick)  # sets search.TARGETS (today's recall and top_100)
     print_table("Round 1's chosen point", [folds.score(ROUND1, "r2_reference", "round 1 chosen")])
     for stage in STAGES:
@@ -555,12 +545,15 @@ def main(argv=None) -> int:
                 "seconds": round(time.perf_counter() - started, 2),
             }
             row.update(
-                {f"exact {k}": round(v, 4) for k, v in s.metrics(users, movies, training, test).items()}
+                {
+                    f"exact {k}": round(v, 4)
+                    for k, v in exact_als.metrics(users, movies, training, test).items()
+                }
             )
             row.update(
                 {
                     f"project metrics {k}": v
-                    for k, v in s.project_tables_metrics(
+                    for k, v in project_port.project_tables_metrics(
                         data, train_rows, test_rows, users, movies, chosen.dim
                     ).items()
                 }
