@@ -21,7 +21,6 @@ import json
 import os
 import shlex
 import sys
-import tempfile
 import time
 
 import tensorflow as tf
@@ -31,27 +30,6 @@ import recommend
 from beyond import big_data, distribute, download, evaluation, guards, launch, movie_space, options
 from beyond import serving, tensorboard_log
 from beyond.guards import DataUnavailableError, SaveFailed, TrainingDiverged, UsageError
-
-
-@contextlib.contextmanager
-def native_stderr_captured():
-    """Sends what C++ code writes to stderr into a scratch file, shown only if the block fails: TensorFlow
-    logs from C++ when it first looks for a GPU, and TF_CPP_MIN_LOG_LEVEL cannot silence it (beyond/launch.py
-    does the same around TensorFlow's import)."""
-    sys.stderr.flush()
-    saved_stderr = os.dup(2)
-    with tempfile.TemporaryFile() as scratch:
-        os.dup2(scratch.fileno(), 2)
-        try:
-            yield
-        except Exception:
-            os.dup2(saved_stderr, 2)
-            scratch.seek(0)
-            sys.stderr.write(scratch.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved_stderr, 2)
-            os.close(saved_stderr)
 
 
 class Stopwatch:
@@ -154,6 +132,7 @@ def run_recommend(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.d
             "--save-dir and --tensorboard must not be inside each other: each folder holds only its own files"
         )
     recipe = options.recipe_from(args)
+    options.note_unused(args, recipe)
     big_data.check_memory(recipe)  # the sizes the options ask for, whatever the data
     data, how = download.load_movielens(args.data_dir, args.download_url, args.dataset)  # 1
     stopwatch.notes["load"] = how
@@ -259,6 +238,7 @@ def run_evaluate(args: argparse.Namespace, stopwatch: Stopwatch, strategy: tf.di
     if args.tensorboard is not None:
         tensorboard_log.check_tensorboard_dir(args.tensorboard)
     recipe = options.recipe_from(args)
+    options.note_unused(args, recipe)
     big_data.check_memory(recipe)  # the sizes the options ask for, whatever the data
     data, stopwatch.notes["load"] = download.load_movielens(args.data_dir, args.download_url, args.dataset)
     log = tensorboard_log_for(args, recipe) if distribute.is_chief(strategy) else None
@@ -287,7 +267,7 @@ def quiet_logs(distribute_name: str) -> tf.distribute.Strategy:
     tf.autograph.set_verbosity(0)
     absl_logging.set_verbosity(absl_logging.ERROR)
     # TensorFlow looks for a GPU the first time it runs an op and logs from C++ when there is none.
-    with native_stderr_captured():
+    with launch.native_stderr_captured():
         strategy = distribute.distribution_strategy(distribute_name)
         tf.config.list_logical_devices()
     return strategy
@@ -332,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (tf.errors.ResourceExhaustedError, MemoryError) as error:
         detail = (getattr(error, "message", None) or str(error) or "out of memory").strip().splitlines()[0]
-        sizes = options.recipe_from(args, note_unused=False).sizes_to_shrink()
+        sizes = options.recipe_from(args).sizes_to_shrink()
         print(f"{parser.prog}: ran out of memory ({detail[:200]}); try a smaller {sizes}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

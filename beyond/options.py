@@ -4,7 +4,8 @@ The tutorial takes no options. This module gives recommend.py its flags, with a 
 shown in --help, and refuses a mistake before any data is read or anything trained:
 
     1. build_parser: every flag, with one-line errors instead of argparse's usage block
-    2. recipe_from: the tutorial's or the tuned recipe, with the flags that override it
+    2. recipe_from: the tutorial's or the tuned recipe, with the flags that override it; note_unused
+       names the flags given that it does not use
     3. check_question: an unknown user, a title that names no movie, a k larger than what is left
 
     python recommend.py --help
@@ -251,24 +252,24 @@ def check_optimizer(args: argparse.Namespace) -> None:
         )
 
 
-def recipe_from(args: argparse.Namespace, note_unused: bool = True) -> "recipes.TutorialRecipe":
-    """The recipe --tuned and --optimizer choose, with whatever the command line set explicitly; a note
-    on stderr names the options given that it does not use."""
+def recipe_from(args: argparse.Namespace) -> "recipes.TutorialRecipe":
+    """The recipe --tuned and --optimizer choose, with whatever the command line set explicitly."""
     overrides = {
         name: getattr(args, name)
         for name in [name for _, _, name, _, _ in RECIPE_OPTIONS] + ["optimizer"]
         if getattr(args, name) is not None
     }
-    recipe = dataclasses.replace(recipes.choose(args.tuned, args.optimizer), **overrides)
-    if not note_unused:
-        return recipe
+    return dataclasses.replace(recipes.choose(args.tuned, args.optimizer), **overrides)
+
+
+def note_unused(args: argparse.Namespace, recipe: "recipes.TutorialRecipe") -> None:
+    """A note on stderr names the options given that the recipe does not use."""
     unused, why = recipe.unused_options()
     ignored = [
         flag for flag, _, name, _, _ in RECIPE_OPTIONS if flag in unused and getattr(args, name) is not None
     ]
     if ignored:
         recommend.progress(f"note: {', '.join(ignored)} ignored: {why}")
-    return recipe
 
 
 def describe_ids(ids) -> str:

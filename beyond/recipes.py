@@ -31,9 +31,6 @@ from beyond import alternating_least_squares, big_data, guards, tuned
 FOLD_IN_DEFAULT_L2 = 0.3
 # The numbers each optimizer keeps for every weight: Adagrad its squared gradients' sum, Adam two moments.
 OPTIMIZER_SLOTS = {"adagrad": 1, "adam": 2}
-# Learning rates that train steadily, to suggest after a divergence: the quickstart's for Adagrad, the
-# tuned recipe's for Adam, whose steps do not shrink as Adagrad's do and so must start smaller.
-STEADY_LEARNING_RATES = {"adagrad": 0.5, "adam": 0.05}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +38,8 @@ class TutorialRecipe(recommend.Recipe):
     """The TFRS quickstart's recipe: the in-batch softmax, by Adagrad 0.5 (the core's defaults)."""
 
     name: typing.ClassVar[str] = "tutorial"
+    # Whether gradient steps compute implicit ALS's loss over the catalogue, not the in-batch softmax.
+    implicit_als_loss: typing.ClassVar[bool] = False
 
     def build_model(
         self, user_ids_vocabulary, movie_titles_vocabulary, catalogue
@@ -62,7 +61,7 @@ class TutorialRecipe(recommend.Recipe):
         """What training holds at once, in bytes, for the data's SIZES (see beyond/big_data.py)."""
         return big_data.RUNTIME_BYTES + big_data.gradient_training_bytes(
             sizes, self.embedding_dim, self.batch_size, OPTIMIZER_SLOTS[self.optimizer], self.shuffle_each_epoch,
-            implicit_als=False,
+            implicit_als=self.implicit_als_loss,
         )  # fmt: skip
 
     def describe_sizes(self, num_ratings: int) -> str:
@@ -104,6 +103,7 @@ class TunedRecipe(TutorialRecipe):
     solved by alternating least squares until it has converged, or trained by Adam's steps."""
 
     name: typing.ClassVar[str] = "tuned"
+    implicit_als_loss: typing.ClassVar[bool] = True
 
     # L2 weight decay on both embedding tables: ALS's lambda, counted once a pass (see tuned.OncePerPass).
     embedding_l2: float = 0.0
@@ -163,10 +163,7 @@ class TunedRecipe(TutorialRecipe):
     def memory_bytes(self, sizes: big_data.Sizes) -> int:
         if self.solved:
             return big_data.RUNTIME_BYTES + alternating_least_squares.memory_bytes(sizes, self.embedding_dim)
-        return big_data.RUNTIME_BYTES + big_data.gradient_training_bytes(
-            sizes, self.embedding_dim, self.batch_size, OPTIMIZER_SLOTS[self.optimizer], self.shuffle_each_epoch,
-            implicit_als=True,
-        )  # fmt: skip
+        return super().memory_bytes(sizes)
 
     def describe_sizes(self, num_ratings: int) -> str:
         if not self.solved:
@@ -221,6 +218,11 @@ TUNED_BY_ADAM = dataclasses.replace(
     epochs=100,
     converged_below=0.0,  # a fixed 100 steps, the number docs/tuned-recipe.md measured
 )
+
+
+# Learning rates that train steadily, to suggest after a divergence: the quickstart's for Adagrad, the
+# tuned recipe's for Adam, whose steps do not shrink as Adagrad's do and so must start smaller.
+STEADY_LEARNING_RATES = {"adagrad": TUTORIAL.learning_rate, "adam": TUNED_BY_ADAM.learning_rate}
 
 
 def choose(tuned_recipe: bool, optimizer: str | None) -> TutorialRecipe:
