@@ -2,6 +2,7 @@
 MovieLens 100k when TFDS can load it (through TFDS_DATA_DIR)."""
 
 import csv
+import dataclasses
 import io
 import os
 import sys
@@ -23,6 +24,31 @@ import tensorflow_datasets as tfds  # noqa: E402
 # Two groups of users with disjoint tastes: users 1-4 watch the Alpha movies, users 5-8 the Beta ones.
 # User 1 has seen every Alpha movie but Alpha 5, so Alpha 5 is the one thing to recommend to them.
 # "Déjà Vu (1997)" is the title of two movie ids, as 18 titles are in MovieLens.
+# recommend.py, run as a program by the tests that need a real process.
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recommend.py")
+
+
+def program_source(change: str, argv) -> str:
+    """Python source that runs `python recommend.py ARGV` as a program after CHANGE (source that may
+    replace a function of the `recommend` or `beyond` modules, as a fault would)."""
+    return (
+        f"import runpy, sys; sys.path.insert(0, {os.path.dirname(SCRIPT)!r}); import recommend; {change}; "
+        f"sys.argv = ['recommend.py', *{list(argv)!r}]; runpy.run_path({SCRIPT!r}, run_name='__main__')"
+    )
+
+
+def assert_same_numbers(mine: recommend.MovieLens, theirs: recommend.MovieLens) -> None:
+    """Every field of two MovieLens records equal: each array of the same type, value for value."""
+    for field in dataclasses.fields(recommend.MovieLens):
+        ours, other = getattr(mine, field.name), getattr(theirs, field.name)
+        if isinstance(other, np.ndarray):
+            assert ours.dtype == other.dtype, field.name
+            np.testing.assert_array_equal(ours, other, err_msg=field.name)
+            assert [type(value) for value in ours[:3]] == [type(value) for value in other[:3]], field.name
+        else:
+            assert ours == other, field.name
+
+
 ALPHA = [f"Alpha {n} (2001)" for n in range(1, 6)]
 BETA = [f"Beta {n} (2002)" for n in range(1, 6)]
 SHARED_TITLE = "Déjà Vu (1997)"

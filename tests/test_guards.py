@@ -14,10 +14,9 @@ import tensorflow as tf
 
 import recommend
 from beyond import alternating_least_squares, download, evaluation, guards
+from conftest import SCRIPT, program_source
 from test_cli import TINY_TRAINING, assert_one_line_error, run
 from test_serving import snapshot
-
-SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recommend.py")
 
 
 def assert_clear_failure(status, out, err, expected_status, *fragments):
@@ -258,11 +257,9 @@ def test_an_unexpected_error_is_one_short_message_with_the_way_to_the_trace(tiny
 def run_program_with(change: str, *argv: str) -> subprocess.CompletedProcess:
     """Runs `python recommend.py ARGV` as a program, exactly as a user does, after CHANGE (Python source that
     may replace a function of the `recommend` or `beyond` modules, as a fault would)."""
-    program = (
-        f"import runpy, sys; sys.path.insert(0, {os.path.dirname(SCRIPT)!r}); import recommend; {change}; "
-        f"sys.argv = ['recommend.py', *{list(argv)!r}]; runpy.run_path({SCRIPT!r}, run_name='__main__')"
+    return subprocess.run(
+        [sys.executable, "-c", program_source(change, argv)], capture_output=True, text=True, timeout=300
     )
-    return subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=300)
 
 
 def test_the_unexpected_error_message_in_a_real_process(tiny_tfds):
@@ -371,11 +368,8 @@ SLOW_GROUPING = (
 @pytest.mark.parametrize("change, ready", [(NEVER_CONVERGES, "  epoch 1/"), (SLOW_GROUPING, "grouping")])
 def test_ctrl_c_in_the_solver_ends_with_status_130_and_saves_nothing(change, ready, tiny_tfds, tmp_path):
     target = tmp_path / "model"
-    program = (
-        f"import runpy, sys; sys.path.insert(0, {os.path.dirname(SCRIPT)!r}); import recommend; {change}; "
-        f"sys.argv = ['recommend.py', '--user', '1', '--k', '3', '--tuned', '--epochs', '1000000', "
-        f"'--data-dir', {tiny_tfds!r}, '--save-dir', {str(target)!r}]; runpy.run_path({SCRIPT!r}, run_name='__main__')"
-    )
+    argv = ["--user", "1", "--k", "3", "--tuned", "--epochs", "1000000", "--data-dir", tiny_tfds]
+    program = program_source(change, [*argv, "--save-dir", str(target)])
     process = subprocess.Popen(
         [sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

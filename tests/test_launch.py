@@ -2,17 +2,14 @@
 start-up lines silenced, the import timed, and Ctrl-C at any moment a clean exit."""
 
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
 import time
 
-from conftest import PLANTED_MOVIE
+from conftest import PLANTED_MOVIE, SCRIPT
 from test_cli import TINY_TRAINING
-
-script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recommend.py")
 
 
 def test_the_script_run_as_a_program_prints_only_its_answer(tiny_tfds):
@@ -20,7 +17,7 @@ def test_the_script_run_as_a_program_prints_only_its_answer(tiny_tfds):
     completed = subprocess.run(
         [
             sys.executable,
-            script,
+            SCRIPT,
             "--user",
             "1",
             "--k",
@@ -44,7 +41,7 @@ def test_the_program_run_as_a_script_counts_the_time_tensorflow_takes_to_import(
     """beyond/ imports recommend.py as `recommend`: the one module beyond/launch.py imported, timing it, not a
     second copy whose clock would start after TensorFlow was already imported."""
     argv = ["--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--epochs", "1", "--timings"]
-    completed = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True)
+    completed = subprocess.run([sys.executable, SCRIPT, *argv], capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr
     imported = re.search(r"^timings: import (\d+\.\d)s", completed.stderr, re.M)
     assert imported and float(imported.group(1)) >= 0.5, completed.stderr
@@ -52,7 +49,7 @@ def test_the_program_run_as_a_script_counts_the_time_tensorflow_takes_to_import(
 
 def test_ctrl_c_while_tensorflow_is_imported_ends_with_status_130_and_one_line():
     process = subprocess.Popen(
-        [sys.executable, script, "--user", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, SCRIPT, "--user", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     time.sleep(1.0)  # Python is up; importing TensorFlow takes seconds more
     process.send_signal(signal.SIGINT)

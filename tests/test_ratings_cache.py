@@ -2,7 +2,6 @@
 a copy that is not whole or not of these files is parsed again, and a copy that cannot be kept never
 changes the answer."""
 
-import dataclasses
 import errno
 import json
 import os
@@ -14,6 +13,7 @@ import pytest
 
 import recommend
 from beyond import big_data, ratings_cache
+from conftest import assert_same_numbers
 from test_cli import TINY_TRAINING, run
 
 
@@ -27,21 +27,6 @@ def larger(tiny_tfds_larger_size, tmp_path):
     return size, str(copy)
 
 
-def assert_same_numbers(mine: recommend.MovieLens, parsed: recommend.MovieLens) -> None:
-    for field in dataclasses.fields(recommend.MovieLens):
-        ours, theirs = getattr(mine, field.name), getattr(parsed, field.name)
-        if isinstance(theirs, np.ndarray):
-            assert ours.dtype == theirs.dtype, field.name
-            np.testing.assert_array_equal(ours, theirs, err_msg=field.name)
-            assert [type(value) for value in ours[:3]] == [type(value) for value in theirs[:3]], field.name
-        else:
-            assert ours == theirs, field.name
-
-
-def kept_folder(data_dir: str, size: str):
-    return ratings_cache.folder(data_dir, size)
-
-
 def test_the_numbers_read_back_are_the_parsed_ones_array_for_array(larger, capsys):
     size, data_dir = larger
     parsed = big_data.load_movielens(data_dir, size)
@@ -52,7 +37,7 @@ def test_the_numbers_read_back_are_the_parsed_ones_array_for_array(larger, capsy
     assert how == "read back"
     assert_same_numbers(again, parsed)
     assert capsys.readouterr().err == ""  # neither the first run nor a later one has anything to explain
-    where = kept_folder(data_dir, size)
+    where = ratings_cache.folder(data_dir, size)
     assert sorted(os.listdir(where.parent)) == [where.name]  # nothing half-written beside it
 
 
@@ -103,7 +88,7 @@ def damage_missing(where):
 def test_a_copy_that_is_not_whole_or_not_ours_is_parsed_again_with_one_line(damage, why, larger, capsys):
     size, data_dir = larger
     parsed, _ = ratings_cache.load_movielens(data_dir, size)
-    where = kept_folder(data_dir, size)
+    where = ratings_cache.folder(data_dir, size)
     damage(where)
     capsys.readouterr()
     data, how = ratings_cache.load_movielens(data_dir, size)
@@ -154,7 +139,7 @@ def test_two_runs_at_once_both_answer_and_leave_one_whole_copy(larger):
     assert [how for _, how in results] == ["parsed and kept"] * 2
     for data, _ in results:
         assert_same_numbers(data, parsed)
-    where = kept_folder(data_dir, size)
+    where = ratings_cache.folder(data_dir, size)
     assert sorted(os.listdir(where.parent)) == [where.name]
     data, how = ratings_cache.load_movielens(data_dir, size)
     assert how == "read back"
@@ -193,10 +178,10 @@ def test_a_copy_that_cannot_be_kept_changes_nothing_of_the_answer(failure, why, 
     assert status == 0
     notes = [line for line in err.splitlines() if line.startswith("note:")]
     assert notes == [
-        f"note: the parsed numbers could not be kept in {kept_folder(data_dir, size).parent} ({why}); "
+        f"note: the parsed numbers could not be kept in {ratings_cache.folder(data_dir, size).parent} ({why}); "
         "the next run parses again"
     ]
-    where = kept_folder(data_dir, size)
+    where = ratings_cache.folder(data_dir, size)
     assert os.listdir(where.parent) == []  # nothing half-written, nothing to trust
     status, kept, _ = run(capsys, *question)
     assert (status, kept) == (0, unkept)
@@ -206,7 +191,7 @@ def test_a_copy_that_cannot_be_kept_changes_nothing_of_the_answer(failure, why, 
 
 def test_a_file_where_the_copy_would_go_is_said_and_left_alone(larger, capsys):
     size, data_dir = larger
-    in_the_way = kept_folder(data_dir, size).parent
+    in_the_way = ratings_cache.folder(data_dir, size).parent
     in_the_way.write_text("someone else's")
     data, how = ratings_cache.load_movielens(data_dir, size)
     assert how.startswith("parsed but not kept")
@@ -223,7 +208,7 @@ def test_ctrl_c_while_keeping_leaves_nothing_half_written(larger, monkeypatch):
     monkeypatch.setattr(ratings_cache, "settle", interrupted)
     with pytest.raises(KeyboardInterrupt):
         ratings_cache.load_movielens(data_dir, size)
-    assert os.listdir(kept_folder(data_dir, size).parent) == []
+    assert os.listdir(ratings_cache.folder(data_dir, size).parent) == []
 
 
 def test_timings_say_whether_the_numbers_were_parsed_or_read_back(larger, tiny_tfds, capsys):
