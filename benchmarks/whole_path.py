@@ -31,13 +31,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import recommend  # noqa: E402
-from beyond import ratings_cache  # noqa: E402
+from beyond import ratings_cache, recipes  # noqa: E402
 from compare_with_implicit import IMPLICIT_VERSION, implicit_python  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
-# Read and fitted in implicit's own Python: each rating weighted 1 + 5 x stars / average stars, as
-# --tuned weighs it, 64 factors, regularization 50 and implicit's default 15 iterations.
+# Read and fitted in implicit's own Python with the tuned recipe's settings (argv: the CSV, then factors,
+# regularization, iterations and rated_weight): each rating weighted 1 + (rated_weight - 1) x stars /
+# average stars, as tuned.rating_weights weighs ratings that all have stars, as MovieLens's CSVs do.
 IMPLICIT_PROGRAM = """
 import sys, time
 started = time.perf_counter()
@@ -45,15 +46,28 @@ import implicit, numpy as np, pandas, scipy.sparse
 ratings = pandas.read_csv(sys.argv[1], dtype={"userId": np.int32, "movieId": np.int32, "rating": np.float32})
 loaded = time.perf_counter()
 stars = ratings["rating"].to_numpy()
-weights = 1 + 5 * stars / stars.mean()
+factors, regularization, iterations, rated_weight = int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+weights = 1 + (rated_weight - 1) * stars / stars.mean()
 users, user_rows = np.unique(ratings["userId"].to_numpy(), return_inverse=True)
 movies, movie_rows = np.unique(ratings["movieId"].to_numpy(), return_inverse=True)
 matrix = scipy.sparse.csr_matrix((weights, (user_rows, movie_rows)), shape=(len(users), len(movies)), dtype=np.float32)
-model = implicit.cpu.als.AlternatingLeastSquares(factors=64, regularization=50.0, iterations=15, random_state=42)
+model = implicit.cpu.als.AlternatingLeastSquares(
+    factors=factors, regularization=regularization, iterations=iterations, random_state=42
+)
 model.fit(matrix, show_progress=False)
 done = time.perf_counter()
 print(f"load {loaded - started:.1f}s, training {done - loaded:.1f}s")
 """
+
+TUNED_SETTINGS = [
+    str(value)
+    for value in (
+        recipes.TUNED.embedding_dim,
+        recipes.TUNED.embedding_l2,
+        recipes.TUNED.epochs,
+        recipes.TUNED.rated_weight,
+    )
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         ("recommend.py --tuned, later run (reads the numbers back)", *timed(command)),
         (
             f"implicit {IMPLICIT_VERSION}, pandas.read_csv then fit",
-            *timed([str(python), "-c", IMPLICIT_PROGRAM, str(csv)]),
+            *timed([str(python), "-c", IMPLICIT_PROGRAM, str(csv), *TUNED_SETTINGS]),
         ),
     ]
     print(
