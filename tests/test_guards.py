@@ -204,24 +204,9 @@ def test_an_interrupt_in_any_phase_ends_with_status_130(module, phase, tiny_tfds
 
 
 def test_ctrl_c_while_training_ends_the_program_with_status_130(tiny_tfds):
+    argv = ["--user", "1", "--k", "3", "--data-dir", tiny_tfds, "--epochs", "100000", "--batch-size", "4"]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            SCRIPT,
-            "--user",
-            "1",
-            "--k",
-            "3",
-            "--data-dir",
-            tiny_tfds,
-            "--epochs",
-            "100000",
-            "--batch-size",
-            "4",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        [sys.executable, SCRIPT, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     # Wait until training has begun, then press Ctrl-C (SIGINT) as a user would.
     lines = []

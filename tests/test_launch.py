@@ -14,22 +14,8 @@ from test_cli import TINY_TRAINING
 
 def test_the_script_run_as_a_program_prints_only_its_answer(tiny_tfds):
     """stdout carries the JSON alone, and TensorFlow's C++ start-up lines never reach stderr."""
-    completed = subprocess.run(
-        [
-            sys.executable,
-            SCRIPT,
-            "--user",
-            "1",
-            "--k",
-            "3",
-            "--json",
-            "--data-dir",
-            tiny_tfds,
-            *TINY_TRAINING,
-        ],
-        capture_output=True,
-        text=True,
-    )
+    argv = ["--user", "1", "--k", "3", "--json", "--data-dir", tiny_tfds, *TINY_TRAINING]
+    completed = subprocess.run([sys.executable, SCRIPT, *argv], capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout)["recommendations"][0]["title"] == PLANTED_MOVIE
     assert len(completed.stdout.splitlines()) == 1
