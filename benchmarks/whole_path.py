@@ -32,11 +32,11 @@ import numpy as np  # noqa: E402
 
 import recommend  # noqa: E402
 from beyond import ratings_cache, recipes  # noqa: E402
-from compare_with_implicit import IMPLICIT_VERSION, implicit_python  # noqa: E402
+from compare_with_implicit import IMPLICIT_REGULARIZATION, IMPLICIT_VERSION, implicit_python  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
-# Read and fitted in implicit's own Python with the tuned recipe's settings (argv: the CSV, then factors,
+# Read and fitted in implicit's own Python with the tuned recipe's settings, its L2 rule aside (argv: the CSV, then factors,
 # regularization, iterations and rated_weight): each rating weighted 1 + (rated_weight - 1) x stars /
 # average stars, as tuned.rating_weights weighs ratings that all have stars, as MovieLens's CSVs do.
 IMPLICIT_PROGRAM = """
@@ -63,7 +63,7 @@ TUNED_SETTINGS = [
     str(value)
     for value in (
         recipes.TUNED.embedding_dim,
-        recipes.TUNED.embedding_l2,
+        IMPLICIT_REGULARIZATION,
         recipes.TUNED.epochs,
         recipes.TUNED.rated_weight,
     )

@@ -6,14 +6,16 @@ pass moves every user's vector to (nearly) its best given the movies, then every
 users, as Hu, Koren and Volinsky do, and as the `implicit` library does. A handful of passes converge,
 at any size.
 
-For a user u with rated movies m (weights w), the movies' vectors e and L2 lambda, the best vector x is
+For a user u with rated movies m (weights w), the movies' vectors e, unrated weights c and the user's L2
+lambda_u (beyond/tuned.py, RowTerms), the best vector x is
 
-    (G + sum over rated m of (w_m - 1) e_m e_m^T + lambda I) x  =  sum over rated m of w_m e_m,
+    (G + sum over rated m of (w_m - c_m) e_m e_m^T + lambda_u I) x  =  sum over rated m of w_m e_m,
 
-with G = (sum over every movie of e e^T), one matrix for all users. Each system is solved nearly, by
-three steps of conjugate gradients from the vector it had (implicit's method): they need products with
-each user's matrix, never the matrix itself, which takes more work to form than the three steps take.
-Movies are solved the same way.
+with G = (sum over every movie of c e e^T), one matrix for all users. A movie m's system is the same
+with the users' vectors, its own L2, and c_m for every user: c_m G' + sum over its raters of (w - c_m)
+x x^T + lambda_m I, G' the plain sum of x x^T over all users. Each system is solved nearly, by three
+steps of conjugate gradients from the vector it had (implicit's method): they need products with each
+row's matrix, never the matrix itself, which takes more work to form than the three steps take.
 
     1. group_ratings: one side's ratings as padded rows, rows of a length together, solved in chunks
     2. AlternatingLeastSquares: a Keras model whose one step solves one side, so that fit() runs a pass
@@ -79,7 +81,7 @@ def group_ratings(rows: np.ndarray, other_rows: np.ndarray, weights: np.ndarray,
     shift = np.zeros(table_size, np.int64)
     shift[solved_rows] = first_places
     shift -= np.cumsum(counts) - counts
-    order = np.argsort(rows)
+    order = row_order(rows)
     place = np.empty(len(rows), np.int32)
     place[order] = np.arange(len(rows), dtype=np.int32)
     del order
@@ -104,6 +106,19 @@ def group_ratings(rows: np.ndarray, other_rows: np.ndarray, weights: np.ndarray,
     )
 
 
+def row_order(rows: np.ndarray) -> np.ndarray:
+    """The order that sorts ROWS, equal rows in their own order (np.argsort's stable sort), as 32-bit numbers.
+
+    numpy sorts 16-bit numbers by radix sort, so this sorts by the low 16 bits and then, stably, by the
+    high ones: on 25 million ratings of 162,541 users, 3.5 s where argsort's comparison sort took 6 s,
+    and 1.2 s for the 59,047 movies, whose rows fit in 16 bits (docs/bigger-data.md)."""
+    order = np.argsort(rows.astype(np.uint16), kind="stable").astype(np.int32)
+    if len(rows) and rows.max() >= 2**16:
+        high = (rows >> 16).astype(np.uint16)[order]
+        order = order[np.argsort(high, kind="stable")]
+    return order
+
+
 def padded_lengths(longest: int) -> np.ndarray:
     """The lengths rows are padded to, up to the first at least LONGEST: 1, 2, 3, 4, 5, 7, 9, 12, ..."""
     lengths, length = [], 1
@@ -121,22 +136,27 @@ BYTES_PER_RATING = 12 + 20 + 3 * 8 * LENGTH_GROWTH
 # A chunk's rows, while their systems are solved: the vector, b, the residual, the direction, and the
 # products that make them, each embedding_dim numbers a row.
 VECTORS_PER_ROW = 10
+# RowTerms' numbers for each table row (an L2 and an unrated weight, counted from 64-bit counts), and the
+# solved rows' copies of them the solver keeps.
+ROW_TERM_NUMBERS = 8
 
 
 def memory_bytes(sizes, embedding_dim: int) -> int:
     """A generous estimate of what solve_tables holds at once, in bytes, for SIZES (big_data.Sizes).
 
-    The two embedding tables; while a side is solved, the other table read once and the solved rows
-    gathered, written and joined (four copies of the larger table); G, lambda I and their sum (three
-    embedding_dim x embedding_dim matrices); CHUNKS_AT_ONCE chunks, each the gathered vectors of its
-    padded places (RATINGS_PER_CHUNK, or the longest row if longer) and VECTORS_PER_ROW vectors for each
-    of its rows; and the ratings' layout, BYTES_PER_RATING each."""
+    The two embedding tables; while a side is solved, the other table read once and weighted for G, and
+    the solved rows gathered, written and joined (five copies of the larger table); G and the sums made
+    with it (three embedding_dim x embedding_dim matrices); each row's L2 and unrated weights (RowTerms,
+    and the solved rows' copies: ROW_TERM_NUMBERS a row); CHUNKS_AT_ONCE chunks, each the gathered
+    vectors of its padded places (RATINGS_PER_CHUNK, or the longest row if longer) and VECTORS_PER_ROW
+    vectors for each of its rows; and the ratings' layout, BYTES_PER_RATING each."""
     d, float_bytes = embedding_dim, 4
     larger_table = max(sizes.users, sizes.movies) + 1
-    tables = (sizes.users + 1 + sizes.movies + 1 + 4 * larger_table) * d * float_bytes
+    tables = (sizes.users + 1 + sizes.movies + 1 + 5 * larger_table) * d * float_bytes
     places = max(RATINGS_PER_CHUNK, int(padded_lengths(sizes.most_ratings_of_one)[-1]))
     rows = min(RATINGS_PER_CHUNK, larger_table)
     chunk = (places + VECTORS_PER_ROW * rows) * d * float_bytes
+    tables += ROW_TERM_NUMBERS * (sizes.users + 1 + sizes.movies + 1) * float_bytes
     return tables + 3 * d * d * float_bytes + CHUNKS_AT_ONCE * chunk + int(BYTES_PER_RATING * sizes.ratings)
 
 
@@ -146,13 +166,24 @@ class AlternatingLeastSquares(tf.keras.Model):
     the L2 (the sum an Adam epoch reports): Keras's summed_loss, which the progress lines divide by the
     number of ratings."""
 
-    def __init__(
-        self, user_table: tf.Variable, movie_table: tf.Variable, users: Side, movies: Side, l2: float
-    ):
+    def __init__(self, user_table: tf.Variable, movie_table: tf.Variable, users: Side, movies: Side, terms):
         super().__init__()
         self.tables = (user_table, movie_table)
         self.sides = (users, movies)
-        self.l2 = l2
+        # For each side: each solved row's L2 and unrated weight (in the order of Side.rows), and the other
+        # table's rows' weights in G. A user's unrated weight is its movie's, a movie's its own.
+        self.weighting = [
+            (
+                tf.constant(terms.user_l2[users.solved_rows]),
+                tf.ones(len(users.solved_rows)),
+                tf.constant(terms.unrated_weight),
+            ),
+            (
+                tf.constant(terms.movie_l2[movies.solved_rows]),
+                tf.constant(terms.unrated_weight[movies.solved_rows]),
+                tf.ones(user_table.shape[0]),
+            ),
+        ]
         self.summed_loss = tf.keras.metrics.Sum(name="summed_loss")
 
     @property
@@ -163,31 +194,33 @@ class AlternatingLeastSquares(tf.keras.Model):
         user_table, movie_table = self.tables
         loss = tf.cond(
             tf.equal(side_number, 0),
-            lambda: self.solve(user_table, movie_table, self.sides[0]),
-            lambda: self.solve(movie_table, user_table, self.sides[1]),
+            lambda: self.solve(user_table, movie_table, self.sides[0], *self.weighting[0]),
+            lambda: self.solve(movie_table, user_table, self.sides[1], *self.weighting[1]),
         )
         # The pass's loss is the loss once the movies are solved too.
         self.summed_loss.update_state(tf.where(tf.equal(side_number, 1), loss, 0.0))
         return {"summed_loss": self.summed_loss.result(), "loss": loss}
 
-    def solve(self, table: tf.Variable, other: tf.Variable, ratings: Side) -> tf.Tensor:
+    def solve(self, table, other, ratings: Side, row_l2, row_unrated, other_unrated) -> tf.Tensor:
         """Replaces each row of TABLE that has ratings by its best vector given OTHER, a chunk at a time;
-        returns the loss (without the L2) once they are."""
+        returns the loss (without the L2) once they are. ROW_L2 and ROW_UNRATED are each solved row's L2 and
+        unrated weight; an unrated pair weighs its row's times its other row's OTHER_UNRATED."""
         other_vectors = other.read_value()
-        embedding_dim = tf.shape(other_vectors)[1]
-        gram = tf.matmul(other_vectors, other_vectors, transpose_a=True)
-        system = gram + self.l2 * tf.eye(embedding_dim)
+        gram = tf.matmul(other_vectors * other_unrated[:, tf.newaxis], other_vectors, transpose_a=True)
         start = tf.gather(table, ratings.rows)
         solved = tf.TensorArray(tf.float32, size=tf.shape(ratings.chunks)[0], infer_shape=False)
 
         def solve_chunk(chunk, solved, loss):
             first_row, count, length, first_place = tf.unstack(ratings.chunks[chunk])
             size = count * length
+            rows = slice(first_row, first_row + count)
             vectors, chunk_loss = conjugate_gradient(
                 other_vectors,
-                system,
-                self.l2,
-                start[first_row : first_row + count],
+                gram,
+                row_unrated[rows],
+                other_unrated,
+                row_l2[rows],
+                start[rows],
                 tf.reshape(ratings.other_rows[first_place : first_place + size], [count, length]),
                 tf.reshape(ratings.weights[first_place : first_place + size], [count, length]),
             )
@@ -205,16 +238,23 @@ class AlternatingLeastSquares(tf.keras.Model):
         return ratings.total_weight + loss
 
 
-def conjugate_gradient(other_vectors, system, l2, x, other_rows, weights):
+def conjugate_gradient(other_vectors, gram, row_unrated, other_unrated, row_l2, x, other_rows, weights):
     """A few conjugate-gradient steps on each row's system A x = b, from X; the new X and the rows' part of
-    the loss, x^T A x - 2 b . x - lambda |x|^2 (the sum of the weights, the rest of it, is added once)."""
+    the loss, x^T A x - 2 b . x - lambda |x|^2 (the sum of the weights, the rest of it, is added once).
+    A = row_unrated G + sum over rated of (w - unrated) e e^T + lambda I, an unrated pair's weight being
+    its row's ROW_UNRATED times the other row's OTHER_UNRATED."""
     rated = tf.gather(other_vectors, other_rows)  # [rows, length, embedding_dim]
+    row_unrated, row_l2 = row_unrated[:, tf.newaxis], row_l2[:, tf.newaxis]
     # A rated movie's weight beyond an unrated one's; padding (weight 0) must add nothing, not -e e^T.
-    extra = tf.where(weights > 0, weights - 1.0, 0.0)
+    extra = tf.where(weights > 0, weights - row_unrated * tf.gather(other_unrated, other_rows), 0.0)
 
     def times_a(vectors):
         scores = tf.linalg.matvec(rated, vectors)
-        return tf.matmul(vectors, system) + tf.linalg.matvec(rated, extra * scores, transpose_a=True)
+        return (
+            row_unrated * tf.matmul(vectors, gram)
+            + row_l2 * vectors
+            + tf.linalg.matvec(rated, extra * scores, transpose_a=True)
+        )
 
     b = tf.linalg.matvec(rated, weights, transpose_a=True)
     residual = b - times_a(x)
@@ -230,18 +270,18 @@ def conjugate_gradient(other_vectors, system, l2, x, other_rows, weights):
         direction = residual + tf.math.divide_no_nan(new_norm, residual_norm) * direction
         residual_norm = new_norm
     # With the residual r = b - A x, x^T A x - 2 b . x = -x . (b + r).
-    loss = -tf.reduce_sum(x * (b + residual)) - l2 * tf.reduce_sum(tf.square(x))
+    loss = -tf.reduce_sum(x * (b + residual)) - tf.reduce_sum(row_l2 * tf.square(x))
     return x, loss
 
 
-def solve_tables(
-    model, data: recommend.MovieLens, weights: np.ndarray, l2: float, epochs: int, callbacks=()
-) -> None:
-    """Fits the towers' embedding tables to implicit ALS's loss, WEIGHTS being each rating's weight and L2
-    its lambda, in at most EPOCHS passes. `callbacks` are Keras's, as for the core's train()."""
+def solve_tables(model, data: recommend.MovieLens, weights: np.ndarray, terms_for, epochs: int, callbacks=()):
+    """Fits the towers' embedding tables to implicit ALS's loss, WEIGHTS being each rating's weight, in at
+    most EPOCHS passes; terms_for(user_rows, movie_rows, user_table_size, movie_table_size) gives the
+    RowTerms (beyond/tuned.py). `callbacks` are Keras's, as for the core's train()."""
     started = time.perf_counter()
     user_rows, movie_rows = rating_rows(model, data)
     user_table, movie_table = model.user_model.layers[-1].embeddings, model.movie_model.layers[-1].embeddings
+    terms = terms_for(user_rows, movie_rows, user_table.shape[0], movie_table.shape[0])
     users = group_ratings(user_rows, movie_rows, weights, user_table.shape[0])
     if model.stop_training:  # Ctrl-C while grouping (see guards.stop_training_on_ctrl_c): no need to go on
         return
@@ -257,7 +297,7 @@ def solve_tables(
         keep = np.zeros(table.shape[0], np.float32)
         keep[ratings.solved_rows] = 1.0
         table.assign(table * keep[:, np.newaxis])
-    solver = AlternatingLeastSquares(user_table, movie_table, users, movies, l2)
+    solver = AlternatingLeastSquares(user_table, movie_table, users, movies, terms)
     solver.compile()
     solver.fit(tf.data.Dataset.range(2), epochs=epochs, verbose=0, callbacks=list(callbacks))
 

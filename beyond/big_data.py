@@ -142,7 +142,8 @@ def gradient_training_bytes(
     keeps one number per weight, Adam two). A batch adds its gathered vectors, kept a few times for the
     loss and its gradient, and the softmax its scores, distinct users x distinct movies: never more than
     users x catalogue, however large the batch. Implicit ALS's loss has no such matrix, but embeds the
-    whole catalogue and its d x d Gram matrix at every step, and feeds each rating's weight and share.
+    whole catalogue and its d x d Gram matrix at every step, and feeds each rating's weight, share and
+    unrated weight.
     """
     d = embedding_dim
     tables = (sizes.users + 1 + sizes.movies + 1) * d * FLOAT_BYTES * (2 + optimizer_slots)
@@ -152,7 +153,9 @@ def gradient_training_bytes(
         need += SHUFFLED_BYTES_PER_RATING * min(sizes.ratings, recommend.SHUFFLE_BUFFER_SIZE)
     if implicit_als:
         need += 3 * (sizes.movies + 1) * d * FLOAT_BYTES + 3 * d * d * FLOAT_BYTES  # catalogue, G
-        need += 3 * FLOAT_BYTES * sizes.ratings  # each rating's weight and share, and the weights made
+        # Each rating's weight, share and unrated weight, the weights made, and its two table rows while
+        # each row's L2 is counted; and those L2s and unrated weights, a few numbers a row.
+        need += 6 * FLOAT_BYTES * sizes.ratings + 3 * FLOAT_BYTES * (sizes.users + sizes.movies + 2)
     else:
         need += 4 * min(batch, sizes.users) * min(batch, sizes.movies) * FLOAT_BYTES
     return need

@@ -6,13 +6,15 @@ seen, who names a few films they liked (--liked)? This module adds:
 
     1. match_title: what people type ("star wars", "miserables") to the one catalogue title it names
     2. nearest_movies: the movies whose vectors point most nearly the same way (cosine)
-    3. fold_in_viewer / least_squares_viewer: a vector for a new viewer, fitted to the training loss
+    3. fold_in_viewer / least_squares_viewer: a vector for a new viewer, fitted to the training loss by
+       the rule training fitted every user by (FoldIn)
     4. similar_movies / recommend_for_liked: both asked of a Recommender, trained or loaded
 
     python recommend.py --similar-to "toy story"
     python recommend.py --liked "star wars" --liked "fargo" --tuned
 """
 
+import dataclasses
 import difflib
 import re
 import unicodedata
@@ -106,20 +108,44 @@ def fold_in_viewer(movie_embeddings: tf.Tensor, liked_rows: tf.Tensor, l2: tf.Te
     return viewer
 
 
+@dataclasses.dataclass(frozen=True)
+class FoldIn:
+    """How a new viewer is fitted, by the rule the recipe trained its users by (recipes.*.fold_in):
+
+    l2, l2_frequency_power, movies   the viewer's L2: l2 (titles named + movies)^l2_frequency_power
+    rated_weight                     above 0, the loss is implicit ALS's, a liked film weighing this;
+                                     0, the softmax's (fold_in_viewer)
+    unrated_weight                   each catalogue title's weight when not liked (None: 1 for all)
+    """
+
+    l2: float
+    rated_weight: float = 0.0
+    l2_frequency_power: float = 0.0
+    movies: int = 0
+    unrated_weight: np.ndarray | None = None
+
+
+def viewer_l2(l2, l2_frequency_power, movies, titles_named) -> tf.Tensor:
+    """A new viewer's L2 by FoldIn's rule, as training gave a user with that many ratings (tuned.RowTerms)."""
+    return l2 * (tf.cast(titles_named, tf.float32) + movies) ** l2_frequency_power
+
+
 def least_squares_viewer(
-    movie_embeddings: tf.Tensor, liked_rows: tf.Tensor, l2: tf.Tensor, rated_weight: tf.Tensor
+    movie_embeddings: tf.Tensor, unrated_weight: tf.Tensor, liked_rows: tf.Tensor, l2: tf.Tensor, rated_weight
 ) -> tf.Tensor:
     """A new viewer's vector under implicit ALS's loss (see beyond/tuned.py), the movie tower held fixed:
-        minimise  sum over liked m of rated_weight (1 - v . e_m)^2 + sum over the rest of (v . e_j)^2 + l2 |v|^2.
-    It is a least-squares problem, solved exactly as ALS solves each user: with G the sum of e e^T over the
-    catalogue and L the same over the liked movies only,
-        v = (G + (rated_weight - 1) L + l2 I)^-1  rated_weight (sum of the liked movies' vectors).
+        minimise  sum over liked m of rated_weight (1 - v . e_m)^2 + sum over the rest of c_j (v . e_j)^2
+                  + l2 |v|^2,
+    c being each movie's UNRATED_WEIGHT. It is a least-squares problem, solved exactly as ALS solves each
+    user: with G the sum of c e e^T over the catalogue,
+        v = (G + sum over liked m of (rated_weight - c_m) e_m e_m^T + l2 I)^-1  rated_weight (sum of liked e_m).
     """
     liked = tf.gather(movie_embeddings, liked_rows)
+    extra = rated_weight - tf.gather(unrated_weight, liked_rows)
     dimension = tf.shape(movie_embeddings)[1]
     system = (
-        tf.matmul(movie_embeddings, movie_embeddings, transpose_a=True)
-        + (rated_weight - 1.0) * tf.matmul(liked, liked, transpose_a=True)
+        tf.matmul(movie_embeddings * unrated_weight[:, tf.newaxis], movie_embeddings, transpose_a=True)
+        + tf.matmul(liked * extra[:, tf.newaxis], liked, transpose_a=True)
         + l2 * tf.eye(dimension)
     )
     return tf.linalg.solve(system, rated_weight * tf.reduce_sum(liked, axis=0)[:, tf.newaxis])[:, 0]

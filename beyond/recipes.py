@@ -18,12 +18,13 @@ recipe it has; every difference between the tutorial's recipe and the tuned one 
 """
 
 import dataclasses
+import functools
 import typing
 
 import tensorflow as tf
 
 import recommend
-from beyond import alternating_least_squares, big_data, guards, tuned
+from beyond import alternating_least_squares, big_data, guards, movie_space, tuned
 
 # The tutorial's recipe has no L2: stopping after three epochs keeps its vectors short. Fitting a new viewer
 # to convergence has no such stop, so this pull towards zero stands in: the L2 that served the softmax
@@ -68,16 +69,16 @@ class TutorialRecipe(recommend.Recipe):
         """The sizes that decide the memory training needs, as the options that set them."""
         return f"--embedding-dim {self.embedding_dim} and --batch-size {self.batch_size}"
 
-    def fold_in(self) -> tuple[float, float]:
-        """How a new viewer is fitted (beyond/movie_space.py): the L2 and the weight of a liked film in
-        implicit ALS's loss, 0 for the softmax the tutorial's recipe trains on.
+    def fold_in(self, model, data: recommend.MovieLens) -> movie_space.FoldIn:
+        """How a new viewer is fitted (beyond/movie_space.py), for MODEL trained on DATA: to the softmax the
+        tutorial's recipe trains on, with an L2.
 
         Training applies the recipe's L2 at every step: with the softmax recipes' batches, about 25 times
         an epoch, against each of a user's ratings once an epoch. Counted that way, a viewer who names
         three films would be held to a vector so short that the catalogue's hits came first whatever
         they named. But three films named are a sample of someone's taste, not all they have ever seen,
         so the coefficient is applied once."""
-        return FOLD_IN_DEFAULT_L2, 0.0
+        return movie_space.FoldIn(FOLD_IN_DEFAULT_L2)
 
     def divergence_advice(self) -> str:
         smaller = min(self.learning_rate / 10, STEADY_LEARNING_RATES[self.optimizer])
@@ -106,7 +107,13 @@ class TunedRecipe(TutorialRecipe):
     implicit_als_loss: typing.ClassVar[bool] = True
 
     # L2 weight decay on both embedding tables: ALS's lambda, counted once a pass (see tuned.OncePerPass).
+    # A row's lambda is embedding_l2 (n + N)^l2_frequency_power, n its ratings and N the other table's rows
+    # (tuned.RowTerms): 0 is the same lambda for every row.
     embedding_l2: float = 0.0
+    l2_frequency_power: float = 0.0
+    # A user's squared score for a movie they did not rate weighs (the movie's ratings / the average
+    # movie's)^unrated_popularity_power: 0 weighs every unrated movie 1 (tuned.RowTerms).
+    unrated_popularity_power: float = 0.0
     # In implicit ALS's loss a rated movie's error counts this many times an unrated one's: a rating is a
     # clear sign of taste, while a movie not rated may only be one the user never came across.
     rated_weight: float = 6.0
@@ -126,11 +133,14 @@ class TunedRecipe(TutorialRecipe):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         # Alternating least squares adds its L2 to each system it solves; gradient steps need the regularizer.
         needs_regularizer = self.embedding_l2 > 0 and not self.solved
-        regularizer = tuned.OncePerPass(self.embedding_l2 / replicas) if needs_regularizer else None
-        user_model = recommend.tower(user_ids_vocabulary, self.embedding_dim, regularizer)
-        movie_model = recommend.tower(movie_titles_vocabulary, self.embedding_dim, regularizer)
+        # One for each tower: each row's lambda depends on its table (tuned.RowTerms).
+        regularizers = [
+            tuned.OncePerPass(self.embedding_l2 / replicas) if needs_regularizer else None for _ in range(2)
+        ]
+        user_model = recommend.tower(user_ids_vocabulary, self.embedding_dim, regularizers[0])
+        movie_model = recommend.tower(movie_titles_vocabulary, self.embedding_dim, regularizers[1])
         task = recommend.retrieval_task(movie_model, catalogue)
-        return tuned.ImplicitALSModel(user_model, movie_model, task, catalogue, self, regularizer)
+        return tuned.ImplicitALSModel(user_model, movie_model, task, catalogue, self, regularizers)
 
     def train(self, model, data: recommend.MovieLens, seed: int, callbacks=()) -> None:
         if self.converged_below:
@@ -140,8 +150,9 @@ class TunedRecipe(TutorialRecipe):
             recommend.train(model, data, self, seed, callbacks)
             return
         # The weights are made in the call, so that once the solver has its own copy nothing holds them.
+        terms_for = functools.partial(tuned.row_terms, self)
         alternating_least_squares.solve_tables(
-            model, data, tuned.rating_weights(data, self), self.embedding_l2, self.epochs, callbacks
+            model, data, tuned.rating_weights(data, self), terms_for, self.epochs, callbacks
         )
 
     @property
@@ -191,14 +202,23 @@ class TunedRecipe(TutorialRecipe):
             "L2: please report this, with the command; --optimizer adam trains the same loss another way."
         )
 
-    def fold_in(self) -> tuple[float, float]:
-        """A new viewer fitted to implicit ALS's loss, with its L2, counted once as a pass counts it; a
+    def fold_in(self, model, data: recommend.MovieLens) -> movie_space.FoldIn:
+        """A new viewer fitted to implicit ALS's loss, by the rules every user was (tuned.RowTerms): their
+        L2 counted once as a pass counts it, and each movie's unrated weight from its ratings in DATA. A
         liked film, which has no stars, weighs as an average rating."""
-        return self.embedding_l2, self.rated_weight
+        return movie_space.FoldIn(
+            self.embedding_l2,
+            self.rated_weight,
+            self.l2_frequency_power,
+            movies=model.movie_model.layers[-1].embeddings.shape[0],
+            unrated_weight=tuned.movie_unrated_weights(self, big_data.ratings_per_title(data)),
+        )
 
 
 TUNED = TunedRecipe(
-    embedding_l2=50.0,
+    embedding_l2=0.03744,
+    l2_frequency_power=1.0,
+    unrated_popularity_power=0.1,
     rated_weight=6.0,
     weight_by_stars=True,
     # Alternating least squares (beyond/alternating_least_squares.py): each side nearly solved in turn.

@@ -57,8 +57,7 @@ class Recommender(tf.Module):
         rated_by_user: tuple[np.ndarray, np.ndarray],
         catalogue: np.ndarray,
         movie_embeddings: tf.Tensor,
-        fold_in_l2: float,
-        fold_in_rated_weight: float = 0.0,
+        fold_in: movie_space.FoldIn,
     ):
         super().__init__()
         self.index = index
@@ -80,12 +79,17 @@ class Recommender(tf.Module):
             tf.lookup.KeyValueTensorInitializer(catalogue, tf.range(len(catalogue), dtype=tf.int64)),
             default_value=-1,
         )
-        self.fold_in_l2 = tf.Variable(fold_in_l2, trainable=False, dtype=tf.float32, name="fold_in_l2")
-        # Above 0, the towers were trained on implicit ALS's loss with this weight, and a new viewer is
-        # fitted to that loss (least_squares_viewer); at 0, to the softmax (fold_in_viewer).
-        self.fold_in_rated_weight = tf.Variable(
-            fold_in_rated_weight, trainable=False, dtype=tf.float32, name="fold_in_rated_weight"
-        )
+        # How a new viewer is fitted (movie_space.FoldIn), kept so that a loaded model fits them alike.
+        unrated_weight = fold_in.unrated_weight
+        unrated_weight = np.ones(len(catalogue), np.float32) if unrated_weight is None else unrated_weight
+        for name, value in (
+            ("fold_in_l2", fold_in.l2),
+            ("fold_in_rated_weight", fold_in.rated_weight),
+            ("fold_in_l2_frequency_power", fold_in.l2_frequency_power),
+            ("fold_in_movies", fold_in.movies),
+            ("fold_in_unrated_weight", unrated_weight),
+        ):
+            setattr(self, name, tf.Variable(value, trainable=False, dtype=tf.float32, name=name))
 
     @tf.function(
         input_signature=[
@@ -136,10 +140,15 @@ class Recommender(tf.Module):
         """Returns {"titles", "scores"}: the k best movies for a new viewer who liked these titles."""
         tf.debugging.assert_positive(tf.size(titles), message="name at least one liked title")
         rows = self.rows_of(titles)
-        embeddings, l2, rated_weight = self.movie_embeddings, self.fold_in_l2, self.fold_in_rated_weight
+        embeddings, rated_weight = self.movie_embeddings, self.fold_in_rated_weight
+        l2 = movie_space.viewer_l2(
+            self.fold_in_l2, self.fold_in_l2_frequency_power, self.fold_in_movies, tf.size(rows)
+        )
         viewer = tf.cond(
             rated_weight > 0,
-            lambda: movie_space.least_squares_viewer(embeddings, rows, l2, rated_weight),
+            lambda: movie_space.least_squares_viewer(
+                embeddings, self.fold_in_unrated_weight, rows, l2, rated_weight
+            ),
             lambda: movie_space.fold_in_viewer(embeddings, rows, l2),
         )
         scores = tf.linalg.matvec(embeddings, viewer)
@@ -174,7 +183,7 @@ def build_recommender(model, index, data: recommend.MovieLens, recipe) -> Recomm
         big_data.rated_by_user(data),
         data.catalogue,
         model.movie_model(data.catalogue),
-        *recipe.fold_in(),
+        recipe.fold_in(model, data),
     )
 
 

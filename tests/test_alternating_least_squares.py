@@ -17,6 +17,11 @@ from test_tuned import TINY_TUNED, whole_objective
 
 # The tiny recipe on implicit ALS's loss, solved; an L2 small enough for 39 ratings to shape vectors.
 TINY_ALS = dataclasses.replace(TINY_TUNED, optimizer="als", embedding_l2=1.0, epochs=30, converged_below=0.0)
+# With each row's own L2, 0.05 (n + N): about 0.8 for a user (n 4 or 5, N 12 movie rows) and 0.65 for a
+# movie (N 9 user rows); and unrated movies weighted (ratings / average)^0.5, 0.52 to 1.05.
+SCALED_ALS = dataclasses.replace(
+    TINY_ALS, embedding_l2=0.05, l2_frequency_power=1.0, unrated_popularity_power=0.5
+)
 
 
 def test_padded_lengths_grow_by_about_a_quarter():
@@ -45,6 +50,16 @@ def test_ratings_are_grouped_by_row_padded_and_chunked(monkeypatch):
     assert side.total_weight == 28
 
 
+def test_rows_are_ordered_stably_beyond_sixteen_bits():
+    # Row 65,541 is 65,536 + 5: its low 16 bits tie with row 5, its high ones put it after 65,536. Equal
+    # rows keep their own order (places 0 and 3, 2 and 5).
+    rows = np.array([70_000, 5, 65_541, 70_000, 65_536, 65_541, 0], np.int32)
+    order = alternating_least_squares.row_order(rows)
+    np.testing.assert_array_equal(order, [6, 1, 4, 2, 5, 0, 3])
+    assert order.dtype == np.int32
+    np.testing.assert_array_equal(alternating_least_squares.row_order(rows[[1, 6, 1]]), [1, 0, 2])
+
+
 def solver_for(data, recipe, seed=0):
     tf.keras.utils.set_random_seed(seed)
     model = recipe.build_model(*recommend.build_vocabularies(data), data.catalogue)
@@ -53,21 +68,22 @@ def solver_for(data, recipe, seed=0):
 
 
 def test_one_solve_gives_each_user_the_exact_least_squares_vector():
-    # With 3 numbers a vector, three conjugate-gradient steps solve each 3 x 3 system exactly.
+    # With 3 numbers a vector, three conjugate-gradient steps solve each 3 x 3 system exactly: the user's
+    # own L2, 0.05 (n + 12), and G and each rated movie's extra weight with the movies' unrated weights.
     data = tiny_movielens()
-    recipe = dataclasses.replace(TINY_ALS, embedding_dim=3, embedding_l2=0.5, weight_by_stars=True)
-    model, (user_rows, movie_rows), weights = solver_for(data, recipe)
-    user_table = model.user_model.layers[-1].embeddings
-    movie_table = model.movie_model.layers[-1].embeddings
-    users = alternating_least_squares.group_ratings(user_rows, movie_rows, weights, user_table.shape[0])
-    movies = alternating_least_squares.group_ratings(movie_rows, user_rows, weights, movie_table.shape[0])
-    solver = alternating_least_squares.AlternatingLeastSquares(user_table, movie_table, users, movies, 0.5)
-    solver.solve(user_table, movie_table, users)
+    recipe = dataclasses.replace(SCALED_ALS, embedding_dim=3, weight_by_stars=True)
+    solver, (user_rows, movie_rows, weights), terms = grouped_solver(data, recipe)
+    (user_table, movie_table), (users, _) = solver.tables, solver.sides
+    solver.solve(user_table, movie_table, users, *solver.weighting[0])
     y = movie_table.numpy().astype(np.float64)
+    unrated = (np.bincount(movie_rows, minlength=12) * 11 / 40) ** 0.5  # ratings / their average, ^0.5
+    unrated[unrated == 0] = 1.0
+    np.testing.assert_allclose(terms.unrated_weight, unrated, rtol=1e-6)
     for user in np.unique(user_rows):
         rated = user_rows == user
-        y_rated, w = y[movie_rows[rated]], weights[rated].astype(np.float64)
-        system = y.T @ y + 0.5 * np.eye(3) + (y_rated * (w - 1)[:, None]).T @ y_rated
+        y_rated, w, c = y[movie_rows[rated]], weights[rated].astype(np.float64), unrated[movie_rows[rated]]
+        l2 = 0.05 * (rated.sum() + 12)
+        system = (y * unrated[:, None]).T @ y + l2 * np.eye(3) + (y_rated * (w - c)[:, None]).T @ y_rated
         exact = np.linalg.solve(system, (y_rated * w[:, None]).sum(axis=0))
         np.testing.assert_allclose(user_table.numpy()[user], exact, rtol=1e-4, atol=1e-6)
 
@@ -83,16 +99,18 @@ class EpochLosses(tf.keras.callbacks.Callback):
 
 def test_the_loss_it_reports_is_implicit_als_loss_over_every_pair():
     data = tiny_movielens()
-    model, (user_rows, movie_rows), weights = solver_for(data, TINY_ALS)
+    model, (user_rows, movie_rows), weights = solver_for(data, SCALED_ALS)
     losses = EpochLosses()
-    guards.run_training(model, data, dataclasses.replace(TINY_ALS, epochs=3), seed=0, callbacks=[losses])
-    # Every user row against every movie row: rated pairs want 1 with their weight, the rest 0 with 1.
+    guards.run_training(model, data, dataclasses.replace(SCALED_ALS, epochs=3), seed=0, callbacks=[losses])
+    # Every user row against every movie row: rated pairs want 1 with their weight, the rest 0 with their
+    # movie's unrated weight.
     x = model.user_model.layers[-1].embeddings.numpy().astype(np.float64)
     y = model.movie_model.layers[-1].embeddings.numpy().astype(np.float64)
+    unrated = tuned.row_terms(SCALED_ALS, user_rows, movie_rows, len(x), len(y)).unrated_weight
     scores = x @ y.T
-    total = np.sum(scores**2)
+    total = np.sum(unrated * scores**2)
     rated = scores[user_rows, movie_rows]
-    total += np.sum(weights * (1 - rated) ** 2 - rated**2)
+    total += np.sum(weights * (1 - rated) ** 2 - unrated[movie_rows] * rated**2)
     # The solver sums the weights and each row's share in float32, and the two nearly cancel: its rounding
     # is a few float32 steps of the sum of the weights, not of the small loss that is left.
     rounding = 1e-6 * float(weights.sum()) / data.num_ratings
@@ -101,11 +119,15 @@ def test_the_loss_it_reports_is_implicit_als_loss_over_every_pair():
     assert len(losses.losses) == 3
 
 
-def test_it_reaches_the_minimum_adam_creeps_towards_and_finds_the_planted_tastes():
-    solved = train_tiny(TINY_ALS)
-    by_adam = train_tiny(dataclasses.replace(TINY_ALS, optimizer="adam", learning_rate=0.05, epochs=300))
-    als_objective = whole_objective(solved, TINY_ALS.embedding_l2)
-    assert als_objective <= whole_objective(by_adam, TINY_ALS.embedding_l2) * 1.001
+@pytest.mark.parametrize("recipe", [TINY_ALS, SCALED_ALS], ids=["flat", "scaled"])
+def test_it_reaches_the_minimum_adam_creeps_towards_and_finds_the_planted_tastes(recipe):
+    # Adam's steps on the loss of beyond/tuned.py, each row's L2 and unrated weights included, go down to
+    # where the solver lands and no lower: the two are the same loss.
+    solved = train_tiny(recipe)
+    by_adam = train_tiny(dataclasses.replace(recipe, optimizer="adam", learning_rate=0.05, epochs=300))
+    als_objective = whole_objective(solved, recipe)
+    assert als_objective <= whole_objective(by_adam, recipe) * 1.001
+    assert als_objective == pytest.approx(whole_objective(by_adam, recipe), rel=0.01)
     assert titles(top(solved, PLANTED_USER, 1, include_rated=False)) == [PLANTED_MOVIE]
     assert set(titles(top(solved, PLANTED_USER, 5, include_rated=True))) == set(ALPHA)
 
@@ -138,22 +160,37 @@ def test_it_stops_once_converged_and_says_why(capsys):
 
 
 def grouped_solver(data, recipe):
-    """The tiny data's solver, its two sides grouped, before any solve; and each rating's rows and weight."""
+    """The tiny data's solver, its two sides grouped, before any solve; each rating's rows and weight; and
+    the recipe's RowTerms."""
     model, (user_rows, movie_rows), weights = solver_for(data, recipe)
     user_table = model.user_model.layers[-1].embeddings
     movie_table = model.movie_model.layers[-1].embeddings
+    terms = tuned.row_terms(recipe, user_rows, movie_rows, user_table.shape[0], movie_table.shape[0])
     users = alternating_least_squares.group_ratings(user_rows, movie_rows, weights, user_table.shape[0])
     movies = alternating_least_squares.group_ratings(movie_rows, user_rows, weights, movie_table.shape[0])
-    solver = alternating_least_squares.AlternatingLeastSquares(
-        user_table, movie_table, users, movies, recipe.embedding_l2
-    )
-    return solver, (user_rows, movie_rows, weights)
+    solver = alternating_least_squares.AlternatingLeastSquares(user_table, movie_table, users, movies, terms)
+    return solver, (user_rows, movie_rows, weights), terms
 
 
-def conjugate_gradient_by_hand(x, other, rated_rows, rated_weights, l2, steps):
-    """Conjugate gradients on (Y^T Y + l2 I + sum (w - 1) y y^T) x = sum w y, in float64, from X."""
+def solve_side(solver, side_number):
+    """One half-step: the users given the movies (0) or the movies given the users (1)."""
+    table, other = solver.tables if side_number == 0 else solver.tables[::-1]
+    solver.solve(table, other, solver.sides[side_number], *solver.weighting[side_number])
+
+
+def conjugate_gradient_by_hand(
+    x, other, rated_rows, rated_weights, l2, steps, row_unrated=1.0, other_unrated=None
+):
+    """Conjugate gradients on (c Y^T C Y + l2 I + sum (w - c c_y) y y^T) x = sum w y, in float64, from X:
+    c is the row's unrated weight ROW_UNRATED, C the other rows' OTHER_UNRATED (1 each if None)."""
+    other_unrated = np.ones(len(other)) if other_unrated is None else other_unrated
     rated = other[rated_rows]
-    a = other.T @ other + l2 * np.eye(len(x)) + (rated * (rated_weights - 1)[:, None]).T @ rated
+    extra = rated_weights - row_unrated * other_unrated[rated_rows]
+    a = (
+        row_unrated * (other * other_unrated[:, None]).T @ other
+        + l2 * np.eye(len(x))
+        + (rated * extra[:, None]).T @ rated
+    )
     b = (rated * rated_weights[:, None]).sum(axis=0)
     residual = b - a @ x
     direction, norm = residual, residual @ residual
@@ -165,57 +202,70 @@ def conjugate_gradient_by_hand(x, other, rated_rows, rated_weights, l2, steps):
     return x, np.linalg.solve(a, b)
 
 
+def by_side(terms, user_rows, movie_rows):
+    """For each side: its ratings' rows, the other side's, and for a row R of it, by_hand(R) the keyword
+    arguments of conjugate_gradient_by_hand that RowTerms give it."""
+    movies_unrated = terms.unrated_weight.astype(np.float64)
+    return [
+        (user_rows, movie_rows, lambda row: {"l2": terms.user_l2[row], "other_unrated": movies_unrated}),
+        (movie_rows, user_rows, lambda row: {"l2": terms.movie_l2[row], "row_unrated": movies_unrated[row]}),
+    ]
+
+
 def test_a_solve_is_three_conjugate_gradient_steps_from_the_vectors_each_row_had_on_both_sides():
     # Five numbers a vector, more than the three steps: each row ends near its best vector, not at it,
-    # and where it ends depends on where it started.
+    # and where it ends depends on where it started. Each row has its own L2 and unrated weights.
     data = tiny_movielens()
-    recipe = dataclasses.replace(TINY_ALS, embedding_dim=5, embedding_l2=0.5, weight_by_stars=True)
-    solver, (user_rows, movie_rows, weights) = grouped_solver(data, recipe)
-    (user_table, movie_table), (users, movies) = solver.tables, solver.sides
+    recipe = dataclasses.replace(SCALED_ALS, embedding_dim=5, weight_by_stars=True)
+    solver, (user_rows, movie_rows, weights), terms = grouped_solver(data, recipe)
     # Vectors far from zero, as a later pass starts from, so that starting from zero would show.
     rng = np.random.default_rng(0)
     for table in solver.tables:
         table.assign(rng.normal(0, 1, table.shape).astype(np.float32))
     away_from_exact, away_from_zero = [], []
-    for table, other, side, rows, other_rows in [
-        (user_table, movie_table, users, user_rows, movie_rows),
-        (movie_table, user_table, movies, movie_rows, user_rows),
-    ]:
+    for side_number, (rows, other_rows, by_hand) in enumerate(by_side(terms, user_rows, movie_rows)):
+        table, other = solver.tables if side_number == 0 else solver.tables[::-1]
         start, fixed = table.numpy().astype(np.float64), other.numpy().astype(np.float64)
-        solver.solve(table, other, side)
+        solve_side(solver, side_number)
         for row in np.unique(rows):
             rated = rows == row
+            rated_weights = weights[rated].astype(np.float64)
             expected, exact = conjugate_gradient_by_hand(
-                start[row], fixed, other_rows[rated], weights[rated].astype(np.float64), 0.5, steps=3
+                start[row], fixed, other_rows[rated], rated_weights, steps=3, **by_hand(row)
             )
             np.testing.assert_allclose(table.numpy()[row], expected, rtol=2e-4, atol=2e-5)
             from_zero, _ = conjugate_gradient_by_hand(
-                np.zeros(5), fixed, other_rows[rated], weights[rated].astype(np.float64), 0.5, steps=3
+                np.zeros(5), fixed, other_rows[rated], rated_weights, steps=3, **by_hand(row)
             )
             away_from_exact.append(np.abs(expected - exact).max())
             away_from_zero.append(np.abs(expected - from_zero).max())
     assert max(away_from_exact) > 0.01 and max(away_from_zero) > 0.01
 
 
-def objective(solver, user_rows, movie_rows, weights, l2) -> float:
-    """Implicit ALS's whole objective for the solver's tables, in float64: every pair scored, plus the L2."""
+def objective(solver, user_rows, movie_rows, weights, terms) -> float:
+    """Implicit ALS's whole objective for the solver's tables, in float64: every pair scored, each unrated
+    one by its movie's unrated weight, plus each row's L2."""
     x, y = (table.numpy().astype(np.float64) for table in solver.tables)
+    unrated = terms.unrated_weight.astype(np.float64)
     scores = x @ y.T
     rated = scores[user_rows, movie_rows]
-    total = np.sum(scores**2) + np.sum(weights * (1 - rated) ** 2 - rated**2)
-    return float(total + l2 * (np.sum(x**2) + np.sum(y**2)))
-
-
-def test_no_half_pass_ever_raises_the_objective():
-    data = tiny_movielens()
-    solver, (user_rows, movie_rows, weights) = grouped_solver(
-        data, dataclasses.replace(TINY_ALS, embedding_dim=5)
+    total = np.sum(unrated * scores**2) + np.sum(weights * (1 - rated) ** 2 - unrated[movie_rows] * rated**2)
+    return float(
+        total + np.sum(terms.user_l2 * np.sum(x**2, axis=1)) + np.sum(terms.movie_l2 * np.sum(y**2, axis=1))
     )
-    objectives = [objective(solver, user_rows, movie_rows, weights, TINY_ALS.embedding_l2)]
+
+
+@pytest.mark.parametrize("recipe", [TINY_ALS, SCALED_ALS], ids=["flat", "scaled"])
+def test_no_half_pass_ever_raises_the_objective(recipe):
+    data = tiny_movielens()
+    solver, (user_rows, movie_rows, weights), terms = grouped_solver(
+        data, dataclasses.replace(recipe, embedding_dim=5)
+    )
+    objectives = [objective(solver, user_rows, movie_rows, weights, terms)]
     for _ in range(15):
-        for table, other, side in zip(solver.tables, solver.tables[::-1], solver.sides):
-            solver.solve(table, other, side)
-            objectives.append(objective(solver, user_rows, movie_rows, weights, TINY_ALS.embedding_l2))
+        for side_number in (0, 1):
+            solve_side(solver, side_number)
+            objectives.append(objective(solver, user_rows, movie_rows, weights, terms))
     rises = np.diff(objectives) / np.array(objectives[:-1])
     assert (rises < 1e-6).all(), rises.max()  # float32 rounding, nothing more
     assert objectives[-1] < objectives[0] / 2
@@ -225,15 +275,13 @@ def test_where_it_stops_one_more_exact_solve_changes_nothing():
     # Stationary: trained until it converged, the exact best vector of every row, one side and then the
     # other, lowers the objective by almost nothing.
     data = tiny_movielens()
-    recipe = dataclasses.replace(TINY_ALS, embedding_dim=5, epochs=200, converged_below=1e-6)
-    solver, (user_rows, movie_rows, weights) = grouped_solver(data, recipe)
+    recipe = dataclasses.replace(SCALED_ALS, embedding_dim=5, epochs=200, converged_below=1e-6)
+    solver, (user_rows, movie_rows, weights), terms = grouped_solver(data, recipe)
     solver.compile()
     solver.fit(tf.data.Dataset.range(2), epochs=200, verbose=0)
-    before = objective(solver, user_rows, movie_rows, weights, recipe.embedding_l2)
-    for table, other, rows, other_rows in [
-        (solver.tables[0], solver.tables[1], user_rows, movie_rows),
-        (solver.tables[1], solver.tables[0], movie_rows, user_rows),
-    ]:
+    before = objective(solver, user_rows, movie_rows, weights, terms)
+    for side_number, (rows, other_rows, by_hand) in enumerate(by_side(terms, user_rows, movie_rows)):
+        table, other = solver.tables if side_number == 0 else solver.tables[::-1]
         vectors, fixed = table.numpy().astype(np.float64), other.numpy().astype(np.float64)
         for row in np.unique(rows):
             rated = rows == row
@@ -242,22 +290,22 @@ def test_where_it_stops_one_more_exact_solve_changes_nothing():
                 fixed,
                 other_rows[rated],
                 weights[rated].astype(np.float64),
-                recipe.embedding_l2,
-                0,
+                steps=0,
+                **by_hand(row),
             )
         table.assign(vectors.astype(np.float32))
-    after = objective(solver, user_rows, movie_rows, weights, recipe.embedding_l2)
+    after = objective(solver, user_rows, movie_rows, weights, terms)
     assert 0 <= (before - after) / before < 1e-5
 
 
 def test_chunks_of_any_size_solve_alike_a_row_longer_than_a_chunk_included(monkeypatch):
     data = tiny_movielens()
-    recipe = dataclasses.replace(TINY_ALS, embedding_dim=5)
-    whole, _ = grouped_solver(data, recipe)
+    recipe = dataclasses.replace(SCALED_ALS, embedding_dim=5)
+    whole, _, _ = grouped_solver(data, recipe)
     # Three ratings a chunk: users' rows of 4 to 7 places each fill a chunk alone, longer than it; the
     # movies' rows of 1 place go three to a chunk, the last chunk of a length holding what is left.
     monkeypatch.setattr(alternating_least_squares, "RATINGS_PER_CHUNK", 3)
-    chunked, (user_rows, movie_rows, weights) = grouped_solver(data, recipe)
+    chunked, (user_rows, movie_rows, weights), _ = grouped_solver(data, recipe)
     users, movies = chunked.sides
     assert max(users.chunks.numpy()[:, 2]) > 3 and set(users.chunks.numpy()[:, 1]) == {1}
     lengths_of_one = movies.chunks.numpy()[movies.chunks.numpy()[:, 2] == 1]
@@ -281,8 +329,8 @@ def test_chunks_of_any_size_solve_alike_a_row_longer_than_a_chunk_included(monke
         assert sorted(laid_out) == sorted(zip(rows, other_rows, weights))
     for solver in (whole, chunked):
         for _ in range(2):
-            for table, other, side in zip(solver.tables, solver.tables[::-1], solver.sides):
-                solver.solve(table, other, side)
+            for side_number in (0, 1):
+                solve_side(solver, side_number)
     for ours, theirs in zip(chunked.tables, whole.tables):
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6)
 
@@ -320,3 +368,42 @@ def test_grouping_takes_no_more_memory_a_rating_than_the_estimate_allows():
         sum(len(side.other_rows.numpy()) for side in sides)
         <= 2 * alternating_least_squares.LENGTH_GROWTH * ratings
     )
+
+
+def movie_scores_for_a_b_leaning_viewer(recipe) -> tuple[float, float]:
+    """The movie half-step of the planted example below, the users held fixed: what viewer t scores P and N."""
+    users = np.array([[1, 0]] * 4 + [[0, 1]] * 3 + [[0.3, 1]], np.float32)  # A, A, A, A, B, B, B, t
+    user_rows = np.array([0, 1, 2, 3, 4, 5, 6], np.int32)
+    movie_rows = np.array([0, 0, 0, 0, 0, 1, 1], np.int32)  # P: the four A users and one B; N: two B
+    weights = np.full(7, 6.0, np.float32)
+    user_table, movie_table = tf.Variable(users), tf.Variable(tf.zeros([2, 2]))
+    terms = tuned.row_terms(recipe, user_rows, movie_rows, 8, 2)
+    sides = [
+        alternating_least_squares.group_ratings(user_rows, movie_rows, weights, 8),
+        alternating_least_squares.group_ratings(movie_rows, user_rows, weights, 2),
+    ]
+    solver = alternating_least_squares.AlternatingLeastSquares(user_table, movie_table, *sides, terms)
+    solve_side(solver, 1)  # two numbers a vector: three conjugate-gradient steps solve it exactly
+    p, n = movie_table.numpy() @ users[7]
+    return float(p), float(n)
+
+
+def test_each_rows_own_l2_recovers_a_taste_that_one_l2_for_all_misses():
+    # Group A (four users at (1, 0)) all rated P, and so did one of group B's three (at (0, 1)); two of B
+    # rated N. Viewer t, at (0.3, 1), leans B and rated neither: within B, N is the better guess (2 of 3
+    # against 1 of 3), but P has more ratings. With one L2 for every movie, P's five ratings win at every
+    # L2 from 0.001 to 1000.
+    for l2 in np.logspace(-3, 3, 13):
+        p, n = movie_scores_for_a_b_leaning_viewer(dataclasses.replace(TINY_ALS, embedding_l2=float(l2)))
+        assert p > n, l2
+    # With each movie's L2 l2 (n + 8), 8 being the user rows, P's is 13 and N's 10 at l2 = 1: the many
+    # ratings of a popular movie no longer shrink its L2's share, and t gets N. By hand, with G = sum of
+    # x x^T over the 8 users = [[4.09, 0.3], [0.3, 4]] and weight 6 (5 more than an unrated pair's 1):
+    #   P: (G + 5 [[4, 0], [0, 1]] + 13 I) y = 6 (4, 1);   N: (G + 5 [[0, 0], [0, 2]] + 10 I) y = 6 (0, 2).
+    gram = np.array([[4.09, 0.3], [0.3, 4.0]])
+    y_p = np.linalg.solve(gram + 5 * np.diag([4.0, 1.0]) + 13 * np.eye(2), [24.0, 6.0])
+    y_n = np.linalg.solve(gram + 5 * np.diag([0.0, 2.0]) + 10 * np.eye(2), [0.0, 12.0])
+    scaled = dataclasses.replace(TINY_ALS, embedding_l2=1.0, l2_frequency_power=1.0)
+    p, n = movie_scores_for_a_b_leaning_viewer(scaled)
+    np.testing.assert_allclose([p, n], [y_p @ [0.3, 1.0], y_n @ [0.3, 1.0]], rtol=1e-5)
+    assert n > p + 0.03  # 0.497 against 0.457

@@ -1,5 +1,6 @@
 """What the movie tower answers on its own: --similar-to, and --liked for a viewer the model never saw."""
 
+import dataclasses
 import json
 import math
 import re
@@ -8,9 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from beyond import guards, movie_space, recipes
+from beyond import guards, movie_space, recipes, serving
 from conftest import ALPHA, BETA
+from test_alternating_least_squares import SCALED_ALS
 from test_cli import TINY_TRAINING, assert_one_line_error, run
+from test_training import train_tiny
 
 CATALOGUE = [
     "Alpha 1 (2001)",
@@ -118,24 +121,63 @@ def test_fold_in_converges_on_a_catalogue_of_realistic_size():
 def test_least_squares_fold_in_is_worked_out_by_hand():
     # Two movies along the axes; the viewer liked the first. With rated weight 2 and L2 1 the loss is
     # 2 (1 - a)^2 + b^2 + (a^2 + b^2), smallest at a = 2/3, b = 0.
-    embeddings = tf.constant([[1.0, 0.0], [0.0, 1.0]])
-    viewer = movie_space.least_squares_viewer(embeddings, tf.constant([0], tf.int64), 1.0, 2.0).numpy()
+    embeddings, liked = tf.constant([[1.0, 0.0], [0.0, 1.0]]), tf.constant([0], tf.int64)
+    viewer = movie_space.least_squares_viewer(embeddings, tf.ones(2), liked, 1.0, 2.0).numpy()
     np.testing.assert_allclose(viewer, [2 / 3, 0.0], atol=1e-6)
+    # The second movie along (1, 1) with unrated weight 3 (the liked one's unrated weight, 5, must not
+    # count): 2 (1 - a)^2 + 3 (a + b)^2 + a^2 + b^2. Its gradient is zero where 2 (a - 1) + 3 (a + b) + a = 0
+    # and 3 (a + b) + b = 0: b = -3a / 4, then 15a / 4 = 2, so a = 8 / 15 and b = -2 / 5.
+    embeddings = tf.constant([[1.0, 0.0], [1.0, 1.0]])
+    viewer = movie_space.least_squares_viewer(embeddings, tf.constant([5.0, 3.0]), liked, 1.0, 2.0).numpy()
+    np.testing.assert_allclose(viewer, [8 / 15, -2 / 5], atol=1e-6)
 
 
 def test_least_squares_fold_in_is_where_the_loss_is_smallest():
     # On a random catalogue the gradient of implicit ALS's loss, written out movie by movie, is zero there.
-    embeddings = tf.constant(np.random.default_rng(1).normal(0, 0.3, (300, 8)), tf.float32)
+    rng = np.random.default_rng(1)
+    embeddings = tf.constant(rng.normal(0, 0.3, (300, 8)), tf.float32)
+    unrated = tf.constant(rng.uniform(0.5, 2.0, 300), tf.float32)
     liked = tf.constant([3, 50, 200], tf.int64)
-    viewer = tf.Variable(movie_space.least_squares_viewer(embeddings, liked, 5.0, 6.0))
+    viewer = tf.Variable(movie_space.least_squares_viewer(embeddings, unrated, liked, 5.0, 6.0))
     is_liked = np.isin(np.arange(300), liked.numpy())
     with tf.GradientTape() as tape:
         scores = tf.linalg.matvec(embeddings, viewer)
         loss = tf.reduce_sum(
-            tf.where(is_liked, 6.0 * tf.square(1.0 - scores), tf.square(scores))
+            tf.where(is_liked, 6.0 * tf.square(1.0 - scores), unrated * tf.square(scores))
         ) + 5.0 * tf.reduce_sum(tf.square(viewer))
     assert float(tf.norm(viewer)) > 0.1
     assert float(tf.norm(tape.gradient(loss, viewer))) < 1e-4
+
+
+def test_a_new_viewer_naming_a_users_films_gets_the_vector_training_gave_that_user():
+    # Fitted by the rule training fitted every user by: the same L2 for as many ratings, the same unrated
+    # weights. Without stars every rating weighs as a liked film does, so a viewer who names exactly user
+    # 1's four films must score every movie as user 1 does, once training has converged.
+    recipe = dataclasses.replace(SCALED_ALS, embedding_dim=3, epochs=60, weight_by_stars=False)
+    trained = train_tiny(recipe)
+    recommender = serving.build_recommender(trained.model, trained.index, trained.data, recipe)
+    named = ALPHA[:4]  # all of user 1's ratings
+    catalogue = len(trained.data.catalogue)
+    fitted = recommender.recommend_for_liked(
+        titles=tf.constant(named), k=tf.constant(catalogue), include_rated=tf.constant(True)
+    )
+    user = recommender.recommend(
+        user_ids=tf.constant(["1"]), k=tf.constant(catalogue), include_rated=tf.constant(True)
+    )
+    as_fitted = dict(zip(fitted["titles"].numpy(), fitted["scores"].numpy()))
+    as_trained = dict(zip(user["titles"][0].numpy(), user["scores"][0].numpy()))
+    assert as_fitted.keys() == as_trained.keys()
+    np.testing.assert_allclose(
+        [as_fitted[title] for title in as_trained], list(as_trained.values()), atol=1e-4
+    )
+    assert max(as_trained.values()) > 0.5  # a real taste, not vectors near zero
+    # The L2 of 0.05 x (4 titles + 12 movie rows) is what makes it so: the bare 0.05 gives another vector.
+    unrated, rows = recommender.fold_in_unrated_weight, tf.constant([0, 1, 2, 3])
+    bare = movie_space.least_squares_viewer(
+        recommender.movie_embeddings, unrated, rows, 0.05, recipe.rated_weight
+    )
+    bare_scores = tf.linalg.matvec(recommender.movie_embeddings, bare).numpy()
+    assert np.abs(bare_scores.max() - max(as_trained.values())) > 0.01
 
 
 def similar(capsys, tiny_tfds, *argv):

@@ -3,6 +3,7 @@ and fits a new viewer its own way, so that no other module needs to ask which it
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 import recommend
@@ -70,9 +71,26 @@ def test_each_recipe_trains_its_own_way(recipe, trainer, monkeypatch):
 
 
 def test_a_new_viewer_is_fitted_to_the_loss_the_recipe_trains():
-    # The softmax recipes: the softmax, with the L2 that served it best; the tuned: its own loss and L2.
-    assert recipes.TUTORIAL.fold_in() == (recipes.FOLD_IN_DEFAULT_L2, 0.0)
-    assert recipes.TUNED.fold_in() == (recipes.TUNED.embedding_l2, recipes.TUNED.rated_weight)
+    # The softmax recipes: the softmax, with the L2 that served it best, the same for any viewer.
+    data = tiny_movielens()
+    vocabularies = recommend.build_vocabularies(data)
+    fold_in = recipes.TUTORIAL.fold_in(recipes.TUTORIAL.build_model(*vocabularies, data.catalogue), data)
+    assert (fold_in.l2, fold_in.rated_weight, fold_in.l2_frequency_power) == (
+        recipes.FOLD_IN_DEFAULT_L2,
+        0,
+        0,
+    )
+    assert fold_in.unrated_weight is None
+    # The tuned: its own loss, L2 rule and unrated weights. Of the tiny catalogue (Alpha 1 to 5, Beta 1 to
+    # 5, Deja Vu) Alpha 5 has 3 ratings, Deja Vu 1 and the rest 4: 40 / 11 on average.
+    tuned_recipe = recipes.TUNED
+    fold_in = tuned_recipe.fold_in(tuned_recipe.build_model(*vocabularies, data.catalogue), data)
+    assert (fold_in.l2, fold_in.rated_weight) == (tuned_recipe.embedding_l2, tuned_recipe.rated_weight)
+    assert fold_in.l2_frequency_power == tuned_recipe.l2_frequency_power == 1
+    assert fold_in.movies == 11 + 1  # the movie table's rows: each title's, and the unknown title's
+    ratings = np.array([4, 4, 4, 4, 3, 4, 4, 4, 4, 4, 1])
+    expected = (ratings * 11 / 40) ** tuned_recipe.unrated_popularity_power
+    np.testing.assert_allclose(fold_in.unrated_weight, expected, rtol=1e-6)
 
 
 def test_options_a_recipe_does_not_use_are_named_with_the_reason():

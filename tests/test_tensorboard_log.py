@@ -167,7 +167,17 @@ def test_the_metadata_copes_with_unusual_titles_and_missing_genres(tmp_path):
 
 def test_held_out_metrics_are_logged_at_the_epoch_training_converged_in(tiny_tfds, tmp_path, capsys):
     logs = tmp_path / "logs"
-    argv = ["--evaluate", "--tuned", "--json", "--data-dir", tiny_tfds, "--tensorboard", str(logs)]
+    argv = [
+        "--evaluate",
+        "--tuned",
+        "--embedding-dim",
+        "8",
+        "--json",
+        "--data-dir",
+        tiny_tfds,
+        "--tensorboard",
+        str(logs),
+    ]
     status, _, err = run(capsys, *argv)
     assert status == 0
     converged = re.search(r"converged in epoch (\d+) of at most 15", err)

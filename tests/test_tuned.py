@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import recommend
-from beyond import movie_space, recipes, serving, tuned
+from beyond import alternating_least_squares, movie_space, recipes, serving, tuned
 from conftest import ALPHA, BETA, PLANTED_MOVIE, PLANTED_USER, from_ratings, tiny_movielens
 from test_training import TINY_RECIPE, titles, top, train_tiny
 
@@ -45,15 +45,18 @@ def test_implicit_als_loss_is_worked_out_by_hand():
     movie_model = fixed_tower({b"x": [1.0, 0.0], b"y": [0.0, 2.0], b"z": [0.0, 0.0]})
     catalogue = tf.constant([b"x", b"y", b"z"])
 
-    def loss(users, titles, shares, weights=None):
+    def loss(users, titles, shares, weights=None, unrated=(1.0, 1.0, 1.0)):
+        rating_unrated = [unrated[[b"x", b"y", b"z"].index(title)] for title in titles]
         return tuned.implicit_als_loss(
             user_model,
             movie_model,
             catalogue,
+            tf.constant(unrated),
             tf.constant(users),
             tf.constant(titles),
             tf.constant(shares),
             tf.constant(weights or [3.0] * len(users)),
+            tf.constant(rating_unrated),
         ).numpy()
 
     # a scores x, y, z as 1, 0, 0; b as 0, 2, 0. a rated x and y, b rated y. With rated movies weighted 3:
@@ -69,6 +72,13 @@ def test_implicit_als_loss_is_worked_out_by_hand():
     assert loss(*ratings, weights=[5.0, 2.0, 7.0]) == pytest.approx(9.0)
     # Each weight belongs to its own rating: swapped, a's y weighs 5 and the loss is 5 + 2.
     assert loss(*ratings, weights=[7.0, 2.0, 5.0]) == pytest.approx(7.0)
+    # An unrated movie's squared score counts its unrated weight times: if both rated only x, b's 2 on y
+    # adds 2^2 = 4 to b's 3 (1 - 0)^2, or half of it with y's unrated weight at 0.5. a scores y 0.
+    only_x = ([b"a", b"b"], [b"x", b"x"], [1.0, 1.0])
+    assert loss(*only_x) == pytest.approx(7.0)
+    assert loss(*only_x, unrated=(1.0, 0.5, 3.0)) == pytest.approx(5.0)
+    # A rated pair's unrated weight is taken back out with its score: a's x at 1, with x's weight 2 too.
+    assert loss(*ratings, unrated=(2.0, 0.5, 3.0)) == pytest.approx(6.0)
 
 
 def test_each_rating_carries_its_share_of_its_user():
@@ -154,12 +164,16 @@ def test_a_batch_of_rating_numbers_becomes_the_ratings_text():
     np.testing.assert_allclose(batch["rated_weight"], [6.0, 1 + 20 / 3, 1 + 10 / 3], rtol=1e-6)
 
 
-def whole_objective(trained, l2: float) -> float:
-    """Implicit ALS's loss over every rating, plus its L2 counted once: what a pass should minimise."""
+def whole_objective(trained, recipe) -> float:
+    """Implicit ALS's loss over every rating, plus each row's L2 counted once: what a pass should minimise."""
     model, data = trained.model, trained.data
     loss = model.training_loss(model.features(data)(tf.range(data.num_ratings, dtype=tf.int64)))
-    tables = model.user_model.trainable_weights + model.movie_model.trainable_weights
-    return float(loss) + l2 * sum(float(tf.reduce_sum(tf.square(table))) for table in tables)
+    tables = model.user_model.layers[-1].embeddings, model.movie_model.layers[-1].embeddings
+    user_rows, movie_rows = alternating_least_squares.rating_rows(model, data)
+    terms = tuned.row_terms(recipe, user_rows, movie_rows, *(table.shape[0] for table in tables))
+    row_l2 = terms.user_l2, terms.movie_l2
+    squares = [np.sum(np.square(table.numpy()), axis=1) for table in tables]
+    return float(loss) + sum(float(l2 @ square) for l2, square in zip(row_l2, squares))
 
 
 def test_the_l2_counts_once_a_pass_whatever_the_batch_size():
@@ -172,7 +186,7 @@ def test_the_l2_counts_once_a_pass_whatever_the_batch_size():
     objectives, rankings = [], []
     for recipe in (one_batch, ten_batches):
         trained = train_tiny(recipe)
-        objectives.append(whole_objective(trained, recipe.embedding_l2))
+        objectives.append(whole_objective(trained, recipe))
         rankings.append([titles(top(trained, user, 5, include_rated=True)) for user in ("1", "5")])
     assert objectives[1] == pytest.approx(objectives[0], rel=0.02)
     assert [set(ranking) for ranking in rankings[1]] == [set(ranking) for ranking in rankings[0]]
