@@ -164,7 +164,7 @@ def fit_implicit(python, user_rows, movie_rows, weights, table_sizes, recipe, ar
 
 def loss_per_rating(model, user_rows, movie_rows, weights, chunk: int = 1_000_000) -> float:
     """Implicit ALS's loss without the L2, per rating, for the model's two embedding tables: every user
-    scored against every movie row, rated pairs weighted (as beyond/alternating_least_squares.py sums it)."""
+    scored against every movie row, rated pairs weighted and unrated ones weighed 1, as implicit sums it."""
     users = model.user_model.layers[-1].embeddings.numpy().astype(np.float64)
     movies = model.movie_model.layers[-1].embeddings.numpy().astype(np.float64)
     total = float(np.sum((users @ (movies.T @ movies)) * users))

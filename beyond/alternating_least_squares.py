@@ -145,11 +145,11 @@ def memory_bytes(sizes, embedding_dim: int) -> int:
     """A generous estimate of what solve_tables holds at once, in bytes, for SIZES (big_data.Sizes).
 
     The two embedding tables; while a side is solved, the other table read once and weighted for G, and
-    the solved rows gathered, written and joined (five copies of the larger table); G and the sums made
-    with it (three embedding_dim x embedding_dim matrices); each row's L2 and unrated weights (RowTerms,
-    and the solved rows' copies: ROW_TERM_NUMBERS a row); CHUNKS_AT_ONCE chunks, each the gathered
-    vectors of its padded places (RATINGS_PER_CHUNK, or the longest row if longer) and VECTORS_PER_ROW
-    vectors for each of its rows; and the ratings' layout, BYTES_PER_RATING each."""
+    the solved rows gathered, written and joined (five copies of the larger table); G, counted three
+    times, generously (embedding_dim x embedding_dim each; one is made); each row's L2 and unrated
+    weight (RowTerms, and the solved rows' copies: ROW_TERM_NUMBERS a row); CHUNKS_AT_ONCE chunks, each
+    the gathered vectors of its padded places (RATINGS_PER_CHUNK, or the longest row if longer) and
+    VECTORS_PER_ROW vectors for each of its rows; and the ratings' layout, BYTES_PER_RATING each."""
     d, float_bytes = embedding_dim, 4
     larger_table = max(sizes.users, sizes.movies) + 1
     tables = (sizes.users + 1 + sizes.movies + 1 + 5 * larger_table) * d * float_bytes

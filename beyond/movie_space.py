@@ -112,33 +112,33 @@ def fold_in_viewer(movie_embeddings: tf.Tensor, liked_rows: tf.Tensor, l2: tf.Te
 class FoldIn:
     """How a new viewer is fitted, by the rule the recipe trained its users by (recipes.*.fold_in):
 
-    l2, l2_frequency_power, movies   the viewer's L2: l2 (titles named + movies)^l2_frequency_power
-    rated_weight                     above 0, the loss is implicit ALS's, a liked film weighing this;
-                                     0, the softmax's (fold_in_viewer)
-    unrated_weight                   each catalogue title's weight when not liked (None: 1 for all)
+    l2, l2_frequency_power,    the viewer's L2, tuned.row_l2: l2 (titles named + movie_table_rows) to the
+    movie_table_rows           power l2_frequency_power
+    rated_weight               above 0, the loss is implicit ALS's, a liked film weighing this; 0, the
+                               softmax's (fold_in_viewer)
+    unrated_weight             each catalogue title's weight in implicit ALS's loss when not liked
     """
 
     l2: float
-    rated_weight: float = 0.0
-    l2_frequency_power: float = 0.0
-    movies: int = 0
-    unrated_weight: np.ndarray | None = None
-
-
-def viewer_l2(l2, l2_frequency_power, movies, titles_named) -> tf.Tensor:
-    """A new viewer's L2 by FoldIn's rule, as training gave a user with that many ratings (tuned.RowTerms)."""
-    return l2 * (tf.cast(titles_named, tf.float32) + movies) ** l2_frequency_power
+    rated_weight: float
+    l2_frequency_power: float
+    movie_table_rows: int
+    unrated_weight: np.ndarray
 
 
 def least_squares_viewer(
-    movie_embeddings: tf.Tensor, unrated_weight: tf.Tensor, liked_rows: tf.Tensor, l2: tf.Tensor, rated_weight
+    movie_embeddings: tf.Tensor,
+    unrated_weight: tf.Tensor,
+    liked_rows: tf.Tensor,
+    l2: tf.Tensor,
+    rated_weight: tf.Tensor,
 ) -> tf.Tensor:
     """A new viewer's vector under implicit ALS's loss (see beyond/tuned.py), the movie tower held fixed:
         minimise  sum over liked m of rated_weight (1 - v . e_m)^2 + sum over the rest of c_j (v . e_j)^2
                   + l2 |v|^2,
     c being each movie's UNRATED_WEIGHT. It is a least-squares problem, solved exactly as ALS solves each
     user: with G the sum of c e e^T over the catalogue,
-        v = (G + sum over liked m of (rated_weight - c_m) e_m e_m^T + l2 I)^-1  rated_weight (sum of liked e_m).
+        v = (G + sum over liked m of (rated_weight - c_m) e_m e_m^T + l2 I)^-1  rated_weight sum of liked e_m.
     """
     liked = tf.gather(movie_embeddings, liked_rows)
     extra = rated_weight - tf.gather(unrated_weight, liked_rows)

@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import typing
 
+import numpy as np
 import tensorflow as tf
 
 import recommend
@@ -78,7 +79,8 @@ class TutorialRecipe(recommend.Recipe):
         three films would be held to a vector so short that the catalogue's hits came first whatever
         they named. But three films named are a sample of someone's taste, not all they have ever seen,
         so the coefficient is applied once."""
-        return movie_space.FoldIn(FOLD_IN_DEFAULT_L2)
+        unrated = np.ones(len(data.catalogue), np.float32)
+        return movie_space.FoldIn(FOLD_IN_DEFAULT_L2, 0.0, 0.0, model_rows(model.movie_model), unrated)
 
     def divergence_advice(self) -> str:
         smaller = min(self.learning_rate / 10, STEADY_LEARNING_RATES[self.optimizer])
@@ -210,8 +212,8 @@ class TunedRecipe(TutorialRecipe):
             self.embedding_l2,
             self.rated_weight,
             self.l2_frequency_power,
-            movies=model.movie_model.layers[-1].embeddings.shape[0],
-            unrated_weight=tuned.movie_unrated_weights(self, big_data.ratings_per_title(data)),
+            model_rows(model.movie_model),
+            tuned.movie_unrated_weights(self, big_data.ratings_per_title(data)),
         )
 
 
@@ -243,6 +245,11 @@ TUNED_BY_ADAM = dataclasses.replace(
 # Learning rates that train steadily, to suggest after a divergence: the quickstart's for Adagrad, the
 # tuned recipe's for Adam, whose steps do not shrink as Adagrad's do and so must start smaller.
 STEADY_LEARNING_RATES = {"adagrad": TUTORIAL.learning_rate, "adam": TUNED_BY_ADAM.learning_rate}
+
+
+def model_rows(tower) -> int:
+    """The rows of a tower's embedding table: its vocabulary's, and the unknown key's."""
+    return tower.layers[-1].embeddings.shape[0]
 
 
 def choose(tuned_recipe: bool, optimizer: str | None) -> TutorialRecipe:

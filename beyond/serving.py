@@ -25,7 +25,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 import recommend
-from beyond import big_data, movie_space
+from beyond import big_data, movie_space, tuned
 from beyond.guards import SaveFailed, UsageError, check_folder_can_be_made_in, failure_reason
 from beyond.guards import make_folders, remove_empty_folders
 
@@ -80,14 +80,12 @@ class Recommender(tf.Module):
             default_value=-1,
         )
         # How a new viewer is fitted (movie_space.FoldIn), kept so that a loaded model fits them alike.
-        unrated_weight = fold_in.unrated_weight
-        unrated_weight = np.ones(len(catalogue), np.float32) if unrated_weight is None else unrated_weight
         for name, value in (
             ("fold_in_l2", fold_in.l2),
             ("fold_in_rated_weight", fold_in.rated_weight),
             ("fold_in_l2_frequency_power", fold_in.l2_frequency_power),
-            ("fold_in_movies", fold_in.movies),
-            ("fold_in_unrated_weight", unrated_weight),
+            ("fold_in_movie_table_rows", fold_in.movie_table_rows),
+            ("fold_in_unrated_weight", fold_in.unrated_weight),
         ):
             setattr(self, name, tf.Variable(value, trainable=False, dtype=tf.float32, name=name))
 
@@ -141,8 +139,9 @@ class Recommender(tf.Module):
         tf.debugging.assert_positive(tf.size(titles), message="name at least one liked title")
         rows = self.rows_of(titles)
         embeddings, rated_weight = self.movie_embeddings, self.fold_in_rated_weight
-        l2 = movie_space.viewer_l2(
-            self.fold_in_l2, self.fold_in_l2_frequency_power, self.fold_in_movies, tf.size(rows)
+        titles_named = tf.cast(tf.size(rows), tf.float32)
+        l2 = tuned.row_l2(
+            self.fold_in_l2, self.fold_in_l2_frequency_power, titles_named, self.fold_in_movie_table_rows
         )
         viewer = tf.cond(
             rated_weight > 0,

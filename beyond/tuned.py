@@ -53,13 +53,15 @@ class OncePerPass(tf.keras.regularizers.L2):
 class RowTerms:
     """The loss's terms that differ from row to row, over the rows of the two embedding tables:
 
-        user_l2, movie_l2   each row's L2 lambda: l2 (n + N)^nu, n its ratings and N the other table's rows
-                            (Rendle et al. 2021; nu = 0 is one lambda for every row)
-        unrated_weight      each movie row's weight s on the squared score of a user who did not rate it:
-                            (n / the average n of rated movies)^beta, so that a popular movie left unrated says
-                            more against it than an obscure one does (He et al. 2016; beta = 0 is 1 for all)
+        user_l2, movie_l2   each row's L2 lambda (row_l2): embedding_l2 (n + N)^l2_frequency_power, n its
+                            ratings and N the other table's rows (Rendle et al. 2021); a power of 0 is one
+                            lambda for every row
+        unrated_weight      each movie row's weight c on the squared score of a user who did not rate it:
+                            (n / the average n of rated movies)^unrated_popularity_power, so that a popular
+                            movie left unrated says more against it than an obscure one does (He et al.
+                            2016); a power of 0 weighs every movie 1
 
-    Rows nobody rated keep an unrated weight of 1: their vectors are 0 and add nothing."""
+    Rows nobody rated get an unrated weight of 1, which the solver never uses: it keeps their vectors 0."""
 
     user_l2: np.ndarray
     movie_l2: np.ndarray
@@ -72,12 +74,19 @@ def row_terms(
     """RECIPE's RowTerms for ratings whose rows in the two tables are USER_ROWS and MOVIE_ROWS."""
     user_counts = np.bincount(user_rows, minlength=user_table_size)
     movie_counts = np.bincount(movie_rows, minlength=movie_table_size)
-    power = recipe.l2_frequency_power
+    l2, power = recipe.embedding_l2, recipe.l2_frequency_power
     return RowTerms(
-        (recipe.embedding_l2 * (user_counts + movie_table_size) ** power).astype(np.float32),
-        (recipe.embedding_l2 * (movie_counts + user_table_size) ** power).astype(np.float32),
+        row_l2(l2, power, user_counts, movie_table_size).astype(np.float32),
+        row_l2(l2, power, movie_counts, user_table_size).astype(np.float32),
         movie_unrated_weights(recipe, movie_counts),
     )
+
+
+def row_l2(l2, power, ratings, other_table_rows):
+    """A row's L2 lambda, l2 (its ratings + the other table's rows)^power, in numpy or in TensorFlow: for
+    training's rows (row_terms), and for a new viewer as for a user with as many ratings as titles named
+    (beyond/serving.py)."""
+    return l2 * (ratings + other_table_rows) ** power
 
 
 def movie_unrated_weights(recipe, movie_counts: np.ndarray) -> np.ndarray:

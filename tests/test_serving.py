@@ -294,5 +294,5 @@ def test_a_tuned_recommender_fits_new_viewers_to_its_own_loss_after_loading(tiny
     assert float(saved_model.fold_in_l2_frequency_power) == tuned_recipe.l2_frequency_power
     # The L2 rule's movie rows (the tiny catalogue's 11 and the unknown title), and an unrated weight per
     # title that is not 1 for all: the training ratings' counts differ (3 for Alpha 5, 1 for Deja Vu).
-    assert float(saved_model.fold_in_movies) == 12
+    assert float(saved_model.fold_in_movie_table_rows) == 12
     assert len(set(saved_model.fold_in_unrated_weight.numpy().round(6))) == 3
