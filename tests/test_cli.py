@@ -55,18 +55,8 @@ def tuned_run(capsys, tiny_tfds, epochs: int) -> tuple[list[float], re.Match]:
     """The losses each epoch's progress line gave, and the last line, why training stopped, as matched."""
     # Eight numbers a vector: with 64, the tiny data's small L2 (few ratings a row, few rows in the other
     # table) leaves the vectors drifting for some 50 passes, too many to see each epoch's line.
-    question = [
-        "--user",
-        "1",
-        "--k",
-        "3",
-        "--tuned",
-        "--embedding-dim",
-        "8",
-        "--json",
-        "--data-dir",
-        tiny_tfds,
-    ]
+    question = ["--user", "1", "--k", "3", "--tuned", "--embedding-dim", "8", "--json"]
+    question += ["--data-dir", tiny_tfds]
     status, out, err = run(capsys, *question, "--epochs", str(epochs))
     assert status == 0
     assert len(json.loads(out)["recommendations"]) == 3
