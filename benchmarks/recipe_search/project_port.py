@@ -9,6 +9,10 @@ project itself would give:
        (alpha0 G, each row's lambda, popularity-weighted unrated pairs), the project's files unchanged
     3. project_tables_metrics: any tables scored by the project's evaluation.held_out_metrics
 
+The project's solver has had stage 18's changes itself since commit f86a3e6 (RowTerms in beyond/tuned.py,
+conjugate_gradient's per-row terms); scaled_conjugate_gradient ports them onto the solver of fe33bf5, the
+commit the search was run and is reproduced against (README.md), and is not needed for a later one.
+
     python search.py --project /path/to/repo --test      # uses this module; it is not run by itself
 """
 
