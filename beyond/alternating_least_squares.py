@@ -6,16 +6,19 @@ pass moves every user's vector to (nearly) its best given the movies, then every
 users, as Hu, Koren and Volinsky do, and as the `implicit` library does. A handful of passes converge,
 at any size.
 
-For a user u with rated movies m (weights w), the movies' vectors e, unrated weights c and the user's L2
-lambda_u (beyond/tuned.py, RowTerms), the best vector x is
+For a user u with rated movies m (weights w), the movies' vectors e, unrated weights c, the user's L2
+lambda_u and its pull p towards the mean e-bar_u of their rated movies' vectors (beyond/tuned.py,
+RowTerms), the best vector x is
 
-    (G + sum over rated m of (w_m - c_m) e_m e_m^T + lambda_u I) x  =  sum over rated m of w_m e_m,
+    (G + sum over rated m of (w_m - c_m) e_m e_m^T + lambda_u I) x
+        =  sum over rated m of w_m e_m  +  lambda_u p e-bar_u,
 
 with G = (sum over every movie of c e e^T), one matrix for all users. A movie m's system is the same
-with the users' vectors, its own L2, and c_m for every user: c_m G' + sum over its raters of (w - c_m)
-x x^T + lambda_m I, G' the plain sum of x x^T over all users. Each system is solved nearly, by three
-steps of conjugate gradients from the vector it had (implicit's method): they need products with each
-row's matrix, never the matrix itself, which takes more work to form than the three steps take.
+with the users' vectors, its own L2 (which pulls towards 0), and c_m for every user: c_m G' + sum over
+its raters of (w - c_m) x x^T + lambda_m I, G' the plain sum of x x^T over all users. Each system is
+solved nearly, by three steps of conjugate gradients from the vector it had (implicit's method): they
+need products with each row's matrix, never the matrix itself, which takes more work to form than the
+three steps take.
 
     1. group_ratings: one side's ratings as padded rows, rows of a length together, solved in chunks
     2. AlternatingLeastSquares: a Keras model whose one step solves one side, so that fit() runs a pass
@@ -133,9 +136,9 @@ def padded_lengths(longest: int) -> np.ndarray:
 # and a weight for each padded place (8 bytes, a quarter more places than ratings at most), the side
 # being made twice over, in numpy and in TensorFlow (tests/test_alternating_least_squares.py measures it).
 BYTES_PER_RATING = 12 + 20 + 3 * 8 * LENGTH_GROWTH
-# A chunk's rows, while their systems are solved: the vector, b, the residual, the direction, and the
-# products that make them, each embedding_dim numbers a row.
-VECTORS_PER_ROW = 10
+# A chunk's rows, while their systems are solved: the vector, b, the rated rows' mean and the pulled b,
+# the residual, the direction, and the products that make them, each embedding_dim numbers a row.
+VECTORS_PER_ROW = 12
 # RowTerms' numbers for each table row (an L2 and an unrated weight, counted from 64-bit counts), and the
 # solved rows' copies of them the solver keeps.
 ROW_TERM_NUMBERS = 8
@@ -170,18 +173,21 @@ class AlternatingLeastSquares(tf.keras.Model):
         super().__init__()
         self.tables = (user_table, movie_table)
         self.sides = (users, movies)
-        # For each side: each solved row's L2 and unrated weight (in the order of Side.rows), and the other
-        # table's rows' weights in G. A user's unrated weight is its movie's, a movie's its own.
+        # For each side: each solved row's L2 and unrated weight (in the order of Side.rows), the other
+        # table's rows' weights in G, and the L2's pull towards the rated rows' mean. A user's unrated
+        # weight is its movie's, a movie's its own; only a user's L2 pulls.
         self.weighting = [
             (
                 tf.constant(terms.user_l2[users.solved_rows]),
                 tf.ones(len(users.solved_rows)),
                 tf.constant(terms.unrated_weight),
+                tf.constant(terms.rated_titles_pull, tf.float32),
             ),
             (
                 tf.constant(terms.movie_l2[movies.solved_rows]),
                 tf.constant(terms.unrated_weight[movies.solved_rows]),
                 tf.ones(user_table.shape[0]),
+                tf.constant(0.0),
             ),
         ]
         self.summed_loss = tf.keras.metrics.Sum(name="summed_loss")
@@ -201,10 +207,11 @@ class AlternatingLeastSquares(tf.keras.Model):
         self.summed_loss.update_state(tf.where(tf.equal(side_number, 1), loss, 0.0))
         return {"summed_loss": self.summed_loss.result(), "loss": loss}
 
-    def solve(self, table, other, ratings: Side, row_l2, row_unrated, other_unrated) -> tf.Tensor:
+    def solve(self, table, other, ratings: Side, row_l2, row_unrated, other_unrated, pull) -> tf.Tensor:
         """Replaces each row of TABLE that has ratings by its best vector given OTHER, a chunk at a time;
         returns the loss (without the L2) once they are. ROW_L2 and ROW_UNRATED are each solved row's L2 and
-        unrated weight; an unrated pair weighs its row's times its other row's OTHER_UNRATED."""
+        unrated weight; an unrated pair weighs its row's times its other row's OTHER_UNRATED; each row's
+        L2 pulls towards PULL times the mean of the OTHER rows it rated."""
         other_vectors = other.read_value()
         gram = tf.matmul(other_vectors * other_unrated[:, tf.newaxis], other_vectors, transpose_a=True)
         start = tf.gather(table, ratings.rows)
@@ -220,6 +227,7 @@ class AlternatingLeastSquares(tf.keras.Model):
                 row_unrated[rows],
                 other_unrated,
                 row_l2[rows],
+                pull,
                 start[rows],
                 tf.reshape(ratings.other_rows[first_place : first_place + size], [count, length]),
                 tf.reshape(ratings.weights[first_place : first_place + size], [count, length]),
@@ -238,11 +246,12 @@ class AlternatingLeastSquares(tf.keras.Model):
         return ratings.total_weight + loss
 
 
-def conjugate_gradient(other_vectors, gram, row_unrated, other_unrated, row_l2, x, other_rows, weights):
-    """A few conjugate-gradient steps on each row's system A x = b, from X; the new X and the rows' part of
-    the loss, x^T A x - 2 b . x - lambda |x|^2 (the sum of the weights, the rest of it, is added once).
-    A = row_unrated G + sum over rated of (w - unrated) e e^T + lambda I, an unrated pair's weight being
-    its row's ROW_UNRATED times the other row's OTHER_UNRATED."""
+def conjugate_gradient(other_vectors, gram, row_unrated, other_unrated, row_l2, pull, x, other_rows, weights):
+    """A few conjugate-gradient steps on each row's system A x = b + lambda t, from X; the new X and the
+    rows' part of the loss without the L2, x^T (A - lambda I) x - 2 b . x (the sum of the weights, the
+    rest of it, is added once). A = row_unrated G + sum over rated of (w - unrated) e e^T + lambda I, an
+    unrated pair's weight being its row's ROW_UNRATED times the other row's OTHER_UNRATED; b = sum over
+    rated of w e; t, where the L2 pulls the row, is PULL times the mean of its rated rows' e."""
     rated = tf.gather(other_vectors, other_rows)  # [rows, length, embedding_dim]
     row_unrated, row_l2 = row_unrated[:, tf.newaxis], row_l2[:, tf.newaxis]
     # A rated movie's weight beyond an unrated one's; padding (weight 0) must add nothing, not -e e^T.
@@ -256,8 +265,13 @@ def conjugate_gradient(other_vectors, gram, row_unrated, other_unrated, row_l2, 
             + tf.linalg.matvec(rated, extra * scores, transpose_a=True)
         )
 
-    b = tf.linalg.matvec(rated, weights, transpose_a=True)
-    residual = b - times_a(x)
+    # b and the sum of the rated rows' e in one read of them; padding, at weight 0, is not a rated row.
+    is_rated = tf.cast(weights > 0, tf.float32)
+    sums = tf.matmul(rated, tf.stack([weights, is_rated], axis=2), transpose_a=True)
+    b = sums[:, :, 0]
+    mean_rated = tf.math.divide_no_nan(sums[:, :, 1], tf.reduce_sum(is_rated, axis=1, keepdims=True))
+    pulled_b = b + row_l2 * pull * mean_rated
+    residual = pulled_b - times_a(x)
     direction = residual
     residual_norm = tf.reduce_sum(tf.square(residual), axis=1, keepdims=True)
     for _ in range(CONJUGATE_GRADIENT_STEPS):
@@ -269,8 +283,10 @@ def conjugate_gradient(other_vectors, gram, row_unrated, other_unrated, row_l2, 
         new_norm = tf.reduce_sum(tf.square(residual), axis=1, keepdims=True)
         direction = residual + tf.math.divide_no_nan(new_norm, residual_norm) * direction
         residual_norm = new_norm
-    # With the residual r = b - A x, x^T A x - 2 b . x = -x . (b + r).
-    loss = -tf.reduce_sum(x * (b + residual)) - tf.reduce_sum(row_l2 * tf.square(x))
+    # With the residual r = b + lambda t - A x, x^T A x - 2 (b + lambda t) . x = -x . (b + lambda t + r).
+    loss = -tf.reduce_sum(x * (pulled_b + residual)) + tf.reduce_sum(
+        row_l2 * x * (2.0 * pull * mean_rated - x)
+    )
     return x, loss
 
 

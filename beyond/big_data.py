@@ -142,8 +142,8 @@ def gradient_training_bytes(
     keeps one number per weight, Adam two). A batch adds its gathered vectors, kept a few times for the
     loss and its gradient, and the softmax its scores, distinct users x distinct movies: never more than
     users x catalogue, however large the batch. Implicit ALS's loss has no such matrix, but embeds the
-    whole catalogue and its d x d Gram matrix at every step, and feeds each rating's weight, share and
-    unrated weight.
+    whole catalogue and its d x d Gram matrix at every step, feeds each rating's weight, share and
+    unrated weight, and holds where each user's L2 pulls.
     """
     d = embedding_dim
     tables = (sizes.users + 1 + sizes.movies + 1) * d * FLOAT_BYTES * (2 + optimizer_slots)
@@ -156,6 +156,10 @@ def gradient_training_bytes(
         # Each rating's weight, share and unrated weight, the weights made, and its two table rows while
         # each row's L2 is counted; and those L2s and unrated weights, a few numbers a row.
         need += 6 * FLOAT_BYTES * sizes.ratings + 3 * FLOAT_BYTES * (sizes.users + sizes.movies + 2)
+        # Where each user's L2 pulls (tuned.rated_means_matrix): numpy's 64-bit rows and values while the
+        # sparse matrix is made (44 bytes a rating), the matrix and its sorted copy (20 each), and the
+        # target table it gives at each step, with the difference the L2 squares.
+        need += (44 + 2 * 20) * sizes.ratings + 2 * (sizes.users + 1) * d * FLOAT_BYTES
     else:
         need += 4 * min(batch, sizes.users) * min(batch, sizes.movies) * FLOAT_BYTES
     return need

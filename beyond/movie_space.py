@@ -117,6 +117,8 @@ class FoldIn:
     rated_weight               above 0, the loss is implicit ALS's, a liked film weighing this; 0, the
                                softmax's (fold_in_viewer)
     unrated_weight             each catalogue title's weight in implicit ALS's loss when not liked
+    rated_titles_pull          the L2 holds the viewer near this times the mean of their liked films'
+                               vectors (implicit ALS's loss only)
     """
 
     l2: float
@@ -124,6 +126,7 @@ class FoldIn:
     l2_frequency_power: float
     movie_table_rows: int
     unrated_weight: np.ndarray
+    rated_titles_pull: float
 
 
 def least_squares_viewer(
@@ -132,13 +135,16 @@ def least_squares_viewer(
     liked_rows: tf.Tensor,
     l2: tf.Tensor,
     rated_weight: tf.Tensor,
+    pull: tf.Tensor,
 ) -> tf.Tensor:
     """A new viewer's vector under implicit ALS's loss (see beyond/tuned.py), the movie tower held fixed:
         minimise  sum over liked m of rated_weight (1 - v . e_m)^2 + sum over the rest of c_j (v . e_j)^2
-                  + l2 |v|^2,
-    c being each movie's UNRATED_WEIGHT. It is a least-squares problem, solved exactly as ALS solves each
-    user: with G the sum of c e e^T over the catalogue,
-        v = (G + sum over liked m of (rated_weight - c_m) e_m e_m^T + l2 I)^-1  rated_weight sum of liked e_m.
+                  + l2 |v - PULL e-bar|^2,
+    c being each movie's UNRATED_WEIGHT and e-bar the mean of the liked movies' vectors. It is a
+    least-squares problem, solved exactly as ALS solves each user: with G the sum of c e e^T over the
+    catalogue,
+        v = (G + sum over liked m of (rated_weight - c_m) e_m e_m^T + l2 I)^-1
+            (rated_weight sum of liked e_m + l2 PULL e-bar).
     """
     liked = tf.gather(movie_embeddings, liked_rows)
     extra = rated_weight - tf.gather(unrated_weight, liked_rows)
@@ -148,7 +154,8 @@ def least_squares_viewer(
         + tf.matmul(liked * extra[:, tf.newaxis], liked, transpose_a=True)
         + l2 * tf.eye(dimension)
     )
-    return tf.linalg.solve(system, rated_weight * tf.reduce_sum(liked, axis=0)[:, tf.newaxis])[:, 0]
+    target = rated_weight * tf.reduce_sum(liked, axis=0) + l2 * pull * tf.reduce_mean(liked, axis=0)
+    return tf.linalg.solve(system, target[:, tf.newaxis])[:, 0]
 
 
 def catalogue_titles(recommender) -> list[str]:

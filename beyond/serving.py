@@ -86,6 +86,7 @@ class Recommender(tf.Module):
             ("fold_in_l2_frequency_power", fold_in.l2_frequency_power),
             ("fold_in_movie_table_rows", fold_in.movie_table_rows),
             ("fold_in_unrated_weight", fold_in.unrated_weight),
+            ("fold_in_rated_titles_pull", fold_in.rated_titles_pull),
         ):
             setattr(self, name, tf.Variable(value, trainable=False, dtype=tf.float32, name=name))
 
@@ -146,7 +147,12 @@ class Recommender(tf.Module):
         viewer = tf.cond(
             rated_weight > 0,
             lambda: movie_space.least_squares_viewer(
-                embeddings, self.fold_in_unrated_weight, rows, l2, rated_weight
+                embeddings,
+                self.fold_in_unrated_weight,
+                rows,
+                l2,
+                rated_weight,
+                self.fold_in_rated_titles_pull,
             ),
             lambda: movie_space.fold_in_viewer(embeddings, rows, l2),
         )

@@ -3,9 +3,10 @@
 The tutorial trains on an in-batch softmax: each rating's movie must outscore the other movies of its
 batch. The tuned recipe asks instead that every user's score for every movie of the catalogue be near 1
 if they rated it and near 0 if not (Hu, Koren and Volinsky's implicit ALS), each rating weighted by its
-stars, each user's and movie's vector held by an L2 that grows with its ratings, and a movie left
-unrated counting more the more popular it is. All movies are then negatives of every user, so there is
-no sampling bias to correct, and the loss is a quadratic in each user's vector and in each movie's: beyond/alternating_least_squares.py
+stars, each user's and movie's vector held by an L2 that grows with its ratings (a user's held near the
+mean of the movies they rated, a movie's near 0), and a movie left unrated counting more the more
+popular it is. All movies are then negatives of every user, so there is no sampling bias to correct, and
+the loss is a quadratic in each user's vector and in each movie's: beyond/alternating_least_squares.py
 solves it a side at a time, in a handful of passes at any size. The recipe's settings, and how it
 builds and trains its model, are in beyond/recipes.py; docs/tuned-recipe.md has the validation search
 that chose them. This module holds the loss itself:
@@ -13,7 +14,7 @@ that chose them. This module holds the loss itself:
     1. implicit_als_loss: the loss for a batch of ratings, without any users x movies matrix
     2. ImplicitALSModel: the core's MovieLensModel, training on implicit_als_loss
     3. OncePerPass: the L2, counted once a pass however many batches the pass has
-    4. RowTerms: each row's L2, and each movie's weight when unrated
+    4. RowTerms: each row's L2 and where it pulls, and each movie's weight when unrated
     5. rating_weights: each rating's weight, from its stars
 
     python recommend.py --user 42 --tuned
@@ -32,15 +33,22 @@ from beyond import alternating_least_squares
 
 
 class OncePerPass(tf.keras.regularizers.L2):
-    """ALS's L2 penalty, lambda |W|^2, counted once a pass. Keras adds a regularizer to every step's loss,
-    so with n batches a pass it would count n times, which on MovieLens 25M pins every embedding to zero
-    (docs/tuned-recipe.md): each step adds its share, 1 / n, instead. Each row's lambda is l2 times its
-    own scale (RowTerms), once the data is known."""
+    """ALS's L2 penalty, lambda |W - T|^2, counted once a pass. Keras adds a regularizer to every step's
+    loss, so with n batches a pass it would count n times, which on MovieLens 25M pins every embedding to
+    zero (docs/tuned-recipe.md): each step adds its share, 1 / n, instead. Each row's lambda is l2 times its
+    own scale (RowTerms), once the data is known. The target T is 0, or for the user table each user's
+    pull times the mean of their rated movies' vectors: a product with the movie table, held fixed within
+    the step as alternating least squares holds it within a side's solve."""
 
     share = 1.0  # 1 / (batches a pass), set before training (ImplicitALSModel.features)
     row_scale = None  # each row's lambda / l2, set with the share; None: 1 for every row
+    # T as (rated_means_matrix's sparse matrix, the movie table), their product; None: T = 0
+    pulled_towards = None
 
     def __call__(self, weights):
+        if self.pulled_towards is not None:
+            rated_means, movie_table = self.pulled_towards
+            weights = weights - tf.stop_gradient(tf.sparse.sparse_dense_matmul(rated_means, movie_table))
         squares = (
             tf.square(weights)
             if self.row_scale is None
@@ -60,12 +68,16 @@ class RowTerms:
                             (n / the average n of rated movies)^unrated_popularity_power, so that a popular
                             movie left unrated says more against it than an obscure one does (He et al.
                             2016); a power of 0 weighs every movie 1
+        rated_titles_pull   p: a user's L2 holds their vector near p times the mean of their rated movies'
+                            vectors, not near 0 (SVD++'s bag of rated titles, tied to the movie table); 0
+                            is the plain L2. The movies' L2 pulls towards 0.
 
     Rows nobody rated get an unrated weight of 1, which the solver never uses: it keeps their vectors 0."""
 
     user_l2: np.ndarray
     movie_l2: np.ndarray
     unrated_weight: np.ndarray
+    rated_titles_pull: float = 0.0
 
 
 def row_terms(
@@ -79,6 +91,7 @@ def row_terms(
         row_l2(l2, power, user_counts, movie_table_size).astype(np.float32),
         row_l2(l2, power, movie_counts, user_table_size).astype(np.float32),
         movie_unrated_weights(recipe, movie_counts),
+        recipe.rated_titles_pull,
     )
 
 
@@ -134,6 +147,10 @@ class ImplicitALSModel(recommend.MovieLensModel):
             if regularizer is not None:
                 regularizer.share = 1.0 / math.ceil(data.num_ratings / self.recipe.batch_size)
                 regularizer.row_scale = tf.constant(row_l2 / self.recipe.embedding_l2)
+        if self.regularizers[0] is not None and terms.rated_titles_pull:
+            sizes = (table.shape[0] for table in tables)
+            rated_means = rated_means_matrix(user_rows, movie_rows, *sizes, terms.rated_titles_pull)
+            self.regularizers[0].pulled_towards = (rated_means, tables[1])
         catalogue_rows = self.movie_model.layers[0](self.catalogue).numpy()
         self.catalogue_unrated_weight = tf.constant(terms.unrated_weight[catalogue_rows])
         text = recommend.rating_features(data)
@@ -148,6 +165,20 @@ class ImplicitALSModel(recommend.MovieLensModel):
             "rated_weight": tf.gather(rated_weight, rows),
             "unrated_weight": tf.gather(unrated_weight, rows),
         }
+
+
+def rated_means_matrix(user_rows, movie_rows, user_table_size: int, movie_table_size: int, scale: float):
+    """A sparse user table rows x movie table rows matrix whose product with the movie table is each
+    user's mean rated movie vector times SCALE: SCALE / (the user's ratings) where the user rated the movie.
+    """
+    counts = np.bincount(user_rows, minlength=user_table_size)
+    return tf.sparse.reorder(
+        tf.SparseTensor(
+            np.stack([user_rows, movie_rows], axis=1).astype(np.int64),
+            (scale / counts[user_rows]).astype(np.float32),
+            [user_table_size, movie_table_size],
+        )
+    )
 
 
 def implicit_als_loss(

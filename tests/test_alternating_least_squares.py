@@ -22,6 +22,8 @@ TINY_ALS = dataclasses.replace(TINY_TUNED, optimizer="als", embedding_l2=1.0, ep
 SCALED_ALS = dataclasses.replace(
     TINY_ALS, embedding_l2=0.05, l2_frequency_power=1.0, unrated_popularity_power=0.5
 )
+# And each user's L2 pulling towards 0.7 times the mean of their rated movies' vectors.
+PULLED_ALS = dataclasses.replace(SCALED_ALS, rated_titles_pull=0.7)
 
 
 def test_padded_lengths_grow_by_about_a_quarter():
@@ -97,16 +99,17 @@ class EpochLosses(tf.keras.callbacks.Callback):
         self.losses.append(logs["loss"])
 
 
-def test_the_loss_it_reports_is_implicit_als_loss_over_every_pair():
+@pytest.mark.parametrize("recipe", [SCALED_ALS, PULLED_ALS], ids=["scaled", "pulled"])
+def test_the_loss_it_reports_is_implicit_als_loss_over_every_pair(recipe):
     data = tiny_movielens()
-    model, (user_rows, movie_rows), weights = solver_for(data, SCALED_ALS)
+    model, (user_rows, movie_rows), weights = solver_for(data, recipe)
     losses = EpochLosses()
-    guards.run_training(model, data, dataclasses.replace(SCALED_ALS, epochs=3), seed=0, callbacks=[losses])
+    guards.run_training(model, data, dataclasses.replace(recipe, epochs=3), seed=0, callbacks=[losses])
     # Every user row against every movie row: rated pairs want 1 with their weight, the rest 0 with their
     # movie's unrated weight.
     x = model.user_model.layers[-1].embeddings.numpy().astype(np.float64)
     y = model.movie_model.layers[-1].embeddings.numpy().astype(np.float64)
-    unrated = tuned.row_terms(SCALED_ALS, user_rows, movie_rows, len(x), len(y)).unrated_weight
+    unrated = tuned.row_terms(recipe, user_rows, movie_rows, len(x), len(y)).unrated_weight
     scores = x @ y.T
     total = np.sum(unrated * scores**2)
     rated = scores[user_rows, movie_rows]
@@ -115,7 +118,8 @@ def test_the_loss_it_reports_is_implicit_als_loss_over_every_pair():
     # is a few float32 steps of the sum of the weights, not of the small loss that is left.
     rounding = 1e-6 * float(weights.sum()) / data.num_ratings
     assert losses.losses[-1] == pytest.approx(total / data.num_ratings, abs=rounding)
-    # Each pass lowers the whole objective (the loss with its L2), which ALS solves for exactly.
+    # One loss a pass: the loss once the movies are solved too (whose L2 pulls towards 0, so this is the
+    # movie side's sum; the users' pulled sum is worked out by hand in test_the_pull_lengthens_...).
     assert len(losses.losses) == 3
 
 
@@ -179,10 +183,11 @@ def solve_side(solver, side_number):
 
 
 def conjugate_gradient_by_hand(
-    x, other, rated_rows, rated_weights, l2, steps, row_unrated=1.0, other_unrated=None
+    x, other, rated_rows, rated_weights, l2, steps, row_unrated=1.0, other_unrated=None, pull=0.0
 ):
-    """Conjugate gradients on (c Y^T C Y + l2 I + sum (w - c c_y) y y^T) x = sum w y, in float64, from X:
-    c is the row's unrated weight ROW_UNRATED, C the other rows' OTHER_UNRATED (1 each if None)."""
+    """Conjugate gradients on (c Y^T C Y + l2 I + sum (w - c c_y) y y^T) x = sum w y + l2 PULL y-bar, in
+    float64, from X: c is the row's unrated weight ROW_UNRATED, C the other rows' OTHER_UNRATED (1 each if
+    None), y-bar the mean of the rated rows."""
     other_unrated = np.ones(len(other)) if other_unrated is None else other_unrated
     rated = other[rated_rows]
     extra = rated_weights - row_unrated * other_unrated[rated_rows]
@@ -191,7 +196,7 @@ def conjugate_gradient_by_hand(
         + l2 * np.eye(len(x))
         + (rated * extra[:, None]).T @ rated
     )
-    b = (rated * rated_weights[:, None]).sum(axis=0)
+    b = (rated * rated_weights[:, None]).sum(axis=0) + l2 * pull * rated.mean(axis=0)
     residual = b - a @ x
     direction, norm = residual, residual @ residual
     for _ in range(steps):
@@ -207,16 +212,26 @@ def by_side(terms, user_rows, movie_rows):
     arguments of conjugate_gradient_by_hand that RowTerms give it."""
     movies_unrated = terms.unrated_weight.astype(np.float64)
     return [
-        (user_rows, movie_rows, lambda row: {"l2": terms.user_l2[row], "other_unrated": movies_unrated}),
+        (
+            user_rows,
+            movie_rows,
+            lambda row: {
+                "l2": terms.user_l2[row],
+                "other_unrated": movies_unrated,
+                "pull": terms.rated_titles_pull,
+            },
+        ),
         (movie_rows, user_rows, lambda row: {"l2": terms.movie_l2[row], "row_unrated": movies_unrated[row]}),
     ]
 
 
-def test_a_solve_is_three_conjugate_gradient_steps_from_the_vectors_each_row_had_on_both_sides():
+@pytest.mark.parametrize("recipe", [SCALED_ALS, PULLED_ALS], ids=["scaled", "pulled"])
+def test_a_solve_is_three_conjugate_gradient_steps_from_the_vectors_each_row_had_on_both_sides(recipe):
     # Five numbers a vector, more than the three steps: each row ends near its best vector, not at it,
-    # and where it ends depends on where it started. Each row has its own L2 and unrated weights.
+    # and where it ends depends on where it started. Each row has its own L2 and unrated weights, and
+    # with the pull each user's L2 its own target.
     data = tiny_movielens()
-    recipe = dataclasses.replace(SCALED_ALS, embedding_dim=5, weight_by_stars=True)
+    recipe = dataclasses.replace(recipe, embedding_dim=5, weight_by_stars=True)
     solver, (user_rows, movie_rows, weights), terms = grouped_solver(data, recipe)
     # Vectors far from zero, as a later pass starts from, so that starting from zero would show.
     rng = np.random.default_rng(0)
@@ -407,3 +422,54 @@ def test_each_rows_own_l2_recovers_a_taste_that_one_l2_for_all_misses():
     p, n = movie_scores_for_a_b_leaning_viewer(scaled)
     np.testing.assert_allclose([p, n], [y_p @ [0.3, 1.0], y_n @ [0.3, 1.0]], rtol=1e-5)
     assert n > p + 0.03  # 0.497 against 0.457
+
+
+def test_the_pull_lengthens_a_light_users_vector_more_than_a_heavy_ones_worked_out_by_hand():
+    # Two movies, e1 = (1, 0) and e2 = (0, 1), each unrated weight 1, so G = I. Both users' ratings weigh
+    # w = 3 and their L2 is 2; user 1 rated e1, user 2 both. Without the pull:
+    #   user 1: A = G + (3 - 1) e1 e1^T + 2 I = diag(5, 3), b = (3, 0):     x = (0.6, 0)
+    #   user 2: A = G + 2 I + 2 I = 5 I,                     b = (3, 3):     x = (0.6, 0.6)
+    # With the pull 0.5, b gains 2 x 0.5 x (the mean of the rated movies):
+    #   user 1: b = (3, 0) + (1, 0) = (4, 0):                x = (0.8, 0),   4/3 as long
+    #   user 2: b = (3, 3) + (0.5, 0.5) = (3.5, 3.5):        x = (0.7, 0.7), 7/6 as long
+    # Each vector keeps its direction and grows by 1 + lambda pull / (n w): the fewer a user's ratings,
+    # the more the little they say counts in the movies' half-step.
+    movies = tf.constant([[1.0, 0.0], [0.0, 1.0]])
+    rated = tf.constant([[0, 0], [0, 1]])  # user 1's second place is padding, at weight 0
+    weights = tf.constant([[3.0, 0.0], [3.0, 3.0]])
+
+    def solve(pull):
+        x, loss = alternating_least_squares.conjugate_gradient(
+            movies, tf.eye(2), tf.ones(2), tf.ones(2), tf.constant([2.0, 2.0]), pull, tf.zeros([2, 2]),
+            rated, weights,
+        )  # fmt: skip
+        return x.numpy(), float(loss)
+
+    plain, _ = solve(0.0)
+    pulled, loss = solve(0.5)
+    np.testing.assert_allclose(plain, [[0.6, 0.0], [0.6, 0.6]], atol=1e-6)
+    np.testing.assert_allclose(pulled, [[0.8, 0.0], [0.7, 0.7]], atol=1e-6)
+    # The loss it reports has no L2: user 1 scores 0.8 for its movie, 3 x 0.2^2 = 0.12 in all, and user 2
+    # 0.7 for both, 2 x 3 x 0.3^2 = 0.54; the solver leaves out the sum of the weights (9), added once.
+    assert loss + 9.0 == pytest.approx(0.12 + 0.54, abs=1e-5)
+
+
+def test_with_the_pull_adam_lands_where_the_solver_does():
+    # The pull's target moves with the movie table, so no single objective is lowered; what both ways of
+    # training share is where they stop: each user at its best given the movies and its target, each
+    # movie at its best given the users. Adam, with the target held fixed within each step, must stop
+    # where the solver does, and so score every pair alike.
+    recipe = dataclasses.replace(PULLED_ALS, embedding_dim=5, epochs=200, converged_below=1e-7)
+    solved = train_tiny(recipe)
+    by_adam = train_tiny(dataclasses.replace(recipe, optimizer="adam", learning_rate=0.05, epochs=600))
+    unpulled = train_tiny(dataclasses.replace(recipe, rated_titles_pull=0.0))
+    solved_scores, adam_scores, unpulled_scores = (
+        trained.model.user_model.layers[-1].embeddings.numpy()
+        @ trained.model.movie_model.layers[-1].embeddings.numpy().T
+        for trained in (solved, by_adam, unpulled)
+    )
+    assert np.abs(solved_scores).max() > 0.3  # tastes, not vectors near zero
+    np.testing.assert_allclose(adam_scores, solved_scores, atol=0.002)
+    # Without the pull the solver stops somewhere else, further than Adam's rounding could explain.
+    assert np.abs(unpulled_scores - solved_scores).max() > 0.005
+    assert titles(top(solved, PLANTED_USER, 1, include_rated=False)) == [PLANTED_MOVIE]

@@ -102,7 +102,7 @@ def test_help_shows_the_tutorial_defaults(capsys):
     words = " ".join(out.split())  # argparse wraps long help lines
     for default in (
         "(default: 10)",
-        "(default: 3; 15 with --tuned; 100 with --tuned --optimizer adam)",
+        "(default: 3; 20 with --tuned; 100 with --tuned --optimizer adam)",
         "(default: 64)",
         "(default: 4096; 100000 with --tuned --optimizer adam)",
         "(default: 0.5; 0.05 with --tuned --optimizer adam)",

@@ -40,7 +40,7 @@ def test_each_recipe_describes_how_it_trains():
     data = tiny_movielens()
     assert recipes.TUTORIAL.describe(data) == "3 epochs, batches of 4,096, Adagrad 0.5"
     assert recipes.TUNED.describe(data) == (
-        "at most 15 epochs of alternating least squares, stopping at the first that changes the loss by "
+        "at most 20 epochs of alternating least squares, stopping at the first that changes the loss by "
         "under 0.1%, implicit ALS's loss over all 11 titles, each rating weighted by its stars"
     )
     assert recipes.TUNED_BY_ADAM.describe(data) == (

@@ -296,3 +296,4 @@ def test_a_tuned_recommender_fits_new_viewers_to_its_own_loss_after_loading(tiny
     # title that is not 1 for all: the training ratings' counts differ (3 for Alpha 5, 1 for Deja Vu).
     assert float(saved_model.fold_in_movie_table_rows) == 12
     assert len(set(saved_model.fold_in_unrated_weight.numpy().round(6))) == 3
+    assert float(saved_model.fold_in_rated_titles_pull) == pytest.approx(tuned_recipe.rated_titles_pull)
