@@ -181,13 +181,13 @@ class AlternatingLeastSquares(tf.keras.Model):
                 tf.constant(terms.user_l2[users.solved_rows]),
                 tf.ones(len(users.solved_rows)),
                 tf.constant(terms.unrated_weight),
-                tf.constant(terms.rated_titles_pull, tf.float32),
+                terms.rated_titles_pull,
             ),
             (
                 tf.constant(terms.movie_l2[movies.solved_rows]),
                 tf.constant(terms.unrated_weight[movies.solved_rows]),
                 tf.ones(user_table.shape[0]),
-                tf.constant(0.0),
+                0.0,
             ),
         ]
         self.summed_loss = tf.keras.metrics.Sum(name="summed_loss")
@@ -251,7 +251,8 @@ def conjugate_gradient(other_vectors, gram, row_unrated, other_unrated, row_l2, 
     rows' part of the loss without the L2, x^T (A - lambda I) x - 2 b . x (the sum of the weights, the
     rest of it, is added once). A = row_unrated G + sum over rated of (w - unrated) e e^T + lambda I, an
     unrated pair's weight being its row's ROW_UNRATED times the other row's OTHER_UNRATED; b = sum over
-    rated of w e; t, where the L2 pulls the row, is PULL times the mean of its rated rows' e."""
+    rated of w e; t, where the L2 pulls the row, is PULL (a Python number) times the mean of its rated
+    rows' e."""
     rated = tf.gather(other_vectors, other_rows)  # [rows, length, embedding_dim]
     row_unrated, row_l2 = row_unrated[:, tf.newaxis], row_l2[:, tf.newaxis]
     # A rated movie's weight beyond an unrated one's; padding (weight 0) must add nothing, not -e e^T.
@@ -265,12 +266,13 @@ def conjugate_gradient(other_vectors, gram, row_unrated, other_unrated, row_l2, 
             + tf.linalg.matvec(rated, extra * scores, transpose_a=True)
         )
 
-    # b and the sum of the rated rows' e in one read of them; padding, at weight 0, is not a rated row.
-    is_rated = tf.cast(weights > 0, tf.float32)
-    sums = tf.matmul(rated, tf.stack([weights, is_rated], axis=2), transpose_a=True)
-    b = sums[:, :, 0]
-    mean_rated = tf.math.divide_no_nan(sums[:, :, 1], tf.reduce_sum(is_rated, axis=1, keepdims=True))
-    pulled_b = b + row_l2 * pull * mean_rated
+    b = tf.linalg.matvec(rated, weights, transpose_a=True)
+    target = 0.0
+    if pull:  # a number when the graph is built: the movies' L2 pulls towards 0, and skips this
+        is_rated = tf.cast(weights > 0, tf.float32)  # padding, at weight 0, is not a rated row
+        rated_sum = tf.linalg.matvec(rated, is_rated, transpose_a=True)
+        target = pull * tf.math.divide_no_nan(rated_sum, tf.reduce_sum(is_rated, axis=1, keepdims=True))
+    pulled_b = b + row_l2 * target
     residual = pulled_b - times_a(x)
     direction = residual
     residual_norm = tf.reduce_sum(tf.square(residual), axis=1, keepdims=True)
@@ -284,9 +286,7 @@ def conjugate_gradient(other_vectors, gram, row_unrated, other_unrated, row_l2, 
         direction = residual + tf.math.divide_no_nan(new_norm, residual_norm) * direction
         residual_norm = new_norm
     # With the residual r = b + lambda t - A x, x^T A x - 2 (b + lambda t) . x = -x . (b + lambda t + r).
-    loss = -tf.reduce_sum(x * (pulled_b + residual)) + tf.reduce_sum(
-        row_l2 * x * (2.0 * pull * mean_rated - x)
-    )
+    loss = -tf.reduce_sum(x * (pulled_b + residual)) + tf.reduce_sum(row_l2 * x * (2.0 * target - x))
     return x, loss
 
 

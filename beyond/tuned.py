@@ -147,14 +147,17 @@ class ImplicitALSModel(recommend.MovieLensModel):
             if regularizer is not None:
                 regularizer.share = 1.0 / math.ceil(data.num_ratings / self.recipe.batch_size)
                 regularizer.row_scale = tf.constant(row_l2 / self.recipe.embedding_l2)
+        user_share = 1.0 / np.maximum(np.bincount(data.rating_users, minlength=len(data.users)), 1)
         if self.regularizers[0] is not None and terms.rated_titles_pull:
-            sizes = (table.shape[0] for table in tables)
-            rated_means = rated_means_matrix(user_rows, movie_rows, *sizes, terms.rated_titles_pull)
-            self.regularizers[0].pulled_towards = (rated_means, tables[1])
+            sizes = [table.shape[0] for table in tables]
+            rating_shares = terms.rated_titles_pull * user_share[data.rating_users]
+            self.regularizers[0].pulled_towards = (
+                rated_means_matrix(user_rows, movie_rows, rating_shares, sizes),
+                tables[1],
+            )
         catalogue_rows = self.movie_model.layers[0](self.catalogue).numpy()
         self.catalogue_unrated_weight = tf.constant(terms.unrated_weight[catalogue_rows])
         text = recommend.rating_features(data)
-        user_share = 1.0 / np.maximum(np.bincount(data.rating_users, minlength=len(data.users)), 1)
         user_share = tf.constant(user_share, tf.float32)
         rating_users = tf.constant(data.rating_users)
         rated_weight = tf.constant(rating_weights(data, self.recipe))
@@ -167,16 +170,15 @@ class ImplicitALSModel(recommend.MovieLensModel):
         }
 
 
-def rated_means_matrix(user_rows, movie_rows, user_table_size: int, movie_table_size: int, scale: float):
-    """A sparse user table rows x movie table rows matrix whose product with the movie table is each
-    user's mean rated movie vector times SCALE: SCALE / (the user's ratings) where the user rated the movie.
-    """
-    counts = np.bincount(user_rows, minlength=user_table_size)
+def rated_means_matrix(user_rows, movie_rows, rating_shares, table_sizes):
+    """A sparse (user table rows x movie table rows) matrix holding each rating's share at its user's and
+    movie's rows: with the shares pull / (the user's ratings), its product with the movie table is each
+    user's pull times the mean of their rated movies' vectors."""
     return tf.sparse.reorder(
         tf.SparseTensor(
             np.stack([user_rows, movie_rows], axis=1).astype(np.int64),
-            (scale / counts[user_rows]).astype(np.float32),
-            [user_table_size, movie_table_size],
+            rating_shares.astype(np.float32),
+            table_sizes,
         )
     )
 

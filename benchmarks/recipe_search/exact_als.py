@@ -165,7 +165,13 @@ def group(rows: np.ndarray, other_rows: np.ndarray, weights: np.ndarray, size: i
 
 
 def solve_side(
-    other: np.ndarray, side: Side, l2: np.ndarray, alpha0: float, other_scale=None, row_scale=None
+    other: np.ndarray,
+    side: Side,
+    l2: np.ndarray,
+    alpha0: float,
+    other_scale=None,
+    row_scale=None,
+    target=None,
 ) -> np.ndarray:
     """Every row's exact minimiser given the other table: the row's system
 
@@ -178,7 +184,9 @@ def solve_side(
     C = diag(w - alpha0), D = diag(alpha0 g + lambda_row). Rows without ratings are 0.
 
     With popularity-aware weights an unrated pair weighs alpha0 x ROW_SCALE[row] x OTHER_SCALE[other row]:
-    G is then the OTHER_SCALE-weighted sum, and each row's alpha0 its own (still diagonal)."""
+    G is then the OTHER_SCALE-weighted sum, and each row's alpha0 its own (still diagonal). With a TARGET
+    (round3.py: each row's L2 pulls towards it, not 0) the right-hand side gains lambda_row TARGET[row],
+    and every row is solved in the primal."""
     dim = other.shape[1]
     other_scale = np.ones(len(other)) if other_scale is None else other_scale
     row_scale = np.ones(len(side.counts)) if row_scale is None else row_scale
@@ -195,10 +203,13 @@ def solve_side(
             unrated = alpha0 * row_scale[rows, np.newaxis]  # [k, 1]
             c = np.where(w > 0, w - unrated * other_scale[others[first : first + per_chunk]], 0.0)
             diagonal = unrated * g + l2[rows, np.newaxis]  # [k, d]
-            if length >= dim:
+            if length >= dim or target is not None:
                 system = np.einsum("kld,kl,kle->kde", z, c, z, optimize=True)
                 system[:, np.arange(dim), np.arange(dim)] += diagonal
-                x = np.linalg.solve(system, np.einsum("kld,kl->kd", z, w)[..., np.newaxis])[..., 0]
+                rhs = np.einsum("kld,kl->kd", z, w)
+                if target is not None:
+                    rhs += l2[rows, np.newaxis] * (target[rows] @ q)
+                x = np.linalg.solve(system, rhs[..., np.newaxis])[..., 0]
             else:
                 scaled = z / diagonal[:, np.newaxis, :]
                 system = c[..., np.newaxis] * (scaled @ z.transpose(0, 2, 1))
@@ -217,10 +228,19 @@ def objective(users, movies, ratings: Ratings, weights, user_l2, movie_l2, alpha
     return float(rated + alpha0 * whole + l2)
 
 
-def fit(ratings: Ratings, setting: Setting, seed: int = 1, max_passes: int = 30, tolerance: float = 1e-4):
+def fit(
+    ratings: Ratings,
+    setting: Setting,
+    seed: int = 1,
+    max_passes: int = 30,
+    tolerance: float = 1e-4,
+    pull: float = 0.0,
+):
     """The user and movie tables (float64) at the minimum of the loss, by exact alternating least squares
     from Keras's initialisation, stopping after the first pass that changes the loss by under TOLERANCE of
-    it. Returns (users, movies, passes)."""
+    it (0: after MAX_PASSES). With a PULL (round3.py), each user's L2 pulls towards PULL times the mean of
+    their rated movies' vectors, taken from the movie table the pass starts with. Returns (users, movies,
+    passes)."""
     weights = rating_weights(ratings, setting)
     users_side = group(ratings.users, ratings.columns, weights, ratings.num_users)
     movies_side = group(ratings.columns, ratings.users, weights, ratings.num_movies)
@@ -234,9 +254,16 @@ def fit(ratings: Ratings, setting: Setting, seed: int = 1, max_passes: int = 30,
     movies = rng.uniform(-INIT_SCALE, INIT_SCALE, (ratings.num_movies, setting.dim))
     movies[movies_side.counts == 0] = 0.0
     users = np.zeros((ratings.num_users, setting.dim))
-    loss = math.inf
+    ratings_of_user = np.maximum(users_side.counts, 1)[:, np.newaxis]
+    loss, target = math.inf, None
     for passes in range(1, max_passes + 1):
-        users = solve_side(movies, users_side, user_l2, setting.alpha0, other_scale=movie_scale)
+        if pull:
+            target = np.zeros_like(users)
+            np.add.at(target, ratings.users, movies[ratings.columns])
+            target *= pull / ratings_of_user
+        users = solve_side(
+            movies, users_side, user_l2, setting.alpha0, other_scale=movie_scale, target=target
+        )
         movies = solve_side(users, movies_side, movie_l2, setting.alpha0, row_scale=movie_scale)
         new_loss = objective(users, movies, ratings, weights, user_l2, movie_l2, setting.alpha0, movie_scale)
         if abs(loss - new_loss) < tolerance * abs(new_loss):

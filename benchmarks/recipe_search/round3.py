@@ -12,7 +12,7 @@ so each user's system is unchanged but for its right-hand side, sum w y + lambda
 is as before. The target moves with the movie table, so a pass no longer lowers one fixed objective;
 every exact fit runs a fixed PASSES passes (validation moved by under 0.0003 between 10, 15 and 25).
 
-    1. fit_with_prior: exact alternating least squares (exact_als.py's) with the pull, every row's
+    1. fit_with_prior: exact alternating least squares (exact_als.fit) with the pull, every row's
        system solved directly in the eigenbasis of the other side's Gram matrix
     2. stage 20a: the pull c by stage 18's lambda scale l2, fitted exactly (seed 1), on the five
        validation folds of round 1
@@ -46,7 +46,7 @@ import time
 import numpy as np
 
 import exact_als
-from exact_als import Ratings, Setting, group, metrics, progress, rating_weights, row_l2
+from exact_als import Ratings, Setting, metrics, progress
 
 PASSES = 15  # the recipe's most passes when the search ran (recipes.TUNED.epochs is 20 since)
 # Stage 18's chosen point; this round moves its l2 and adds the pull c.
@@ -82,59 +82,10 @@ FIELDS = ["setting", "ndcg", "ndcg_std", "recall", "recall_std", "top_100", "top
 # 1. The solver ------------------------------------------------------------------------------------------
 
 
-def solve_rows(other, side, l2, unrated, other_scale, row_scale, target=None) -> np.ndarray:
-    """Every row's exact minimiser given the other table, each row's system
-
-        (unrated G + sum over its ratings of (w - unrated c) e e^T + lambda I) x = sum of w e + lambda target
-
-    solved in G's eigenbasis, always in the primal (d x d: at 100k's sizes this is quick enough)."""
-    dim = other.shape[1]
-    g, q = np.linalg.eigh(other.T @ (other * other_scale[:, np.newaxis]))
-    rotated = other @ q
-    solved = np.zeros((len(side.counts), dim))
-    for members, others, weights in side.groups:
-        length = others.shape[1]
-        per_chunk = max(1, exact_als.ENTRIES_PER_CHUNK // (length * max(length, dim)))
-        for first in range(0, len(members), per_chunk):
-            rows = members[first : first + per_chunk]
-            z = rotated[others[first : first + per_chunk]]
-            w = weights[first : first + per_chunk]
-            row_unrated = unrated * row_scale[rows, np.newaxis]
-            extra = np.where(w > 0, w - row_unrated * other_scale[others[first : first + per_chunk]], 0.0)
-            system = np.einsum("kld,kl,kle->kde", z, extra, z, optimize=True)
-            system[:, np.arange(dim), np.arange(dim)] += row_unrated * g + l2[rows, np.newaxis]
-            rhs = np.einsum("kld,kl->kd", z, w)
-            if target is not None:
-                rhs += l2[rows, np.newaxis] * (target[rows] @ q)
-            solved[rows] = np.linalg.solve(system, rhs[..., np.newaxis])[..., 0]
-    return solved @ q.T
-
-
 def fit_with_prior(ratings: Ratings, setting: Setting, pull: float, seed: int = 1, passes: int = PASSES):
-    """The user and movie tables after PASSES passes from Keras's initialisation, each user's L2 pulling
-    towards PULL times the mean of their rated movies' vectors."""
-    weights = rating_weights(ratings, setting)
-    users_side = group(ratings.users, ratings.columns, weights, ratings.num_users)
-    movies_side = group(ratings.columns, ratings.users, weights, ratings.num_movies)
-    user_l2 = row_l2(users_side.counts, ratings.num_movies, setting)
-    movie_l2 = row_l2(movies_side.counts, ratings.num_users, setting)
-    counts = movies_side.counts
-    movie_scale = np.ones(len(counts))
-    movie_scale[counts > 0] = (counts[counts > 0] / counts[counts > 0].mean()) ** setting.beta
-    user_scale = np.ones(ratings.num_users)
-    rng = np.random.default_rng(seed)
-    movies = rng.uniform(-exact_als.INIT_SCALE, exact_als.INIT_SCALE, (ratings.num_movies, setting.dim))
-    movies[counts == 0] = 0.0
-    users = np.zeros((ratings.num_users, setting.dim))
-    rated = np.maximum(users_side.counts, 1)[:, np.newaxis]
-    for _ in range(passes):
-        target = None
-        if pull:
-            target = np.zeros_like(users)
-            np.add.at(target, ratings.users, movies[ratings.columns])
-            target *= pull / rated
-        users = solve_rows(movies, users_side, user_l2, setting.alpha0, movie_scale, user_scale, target)
-        movies = solve_rows(users, movies_side, movie_l2, setting.alpha0, user_scale, movie_scale)
+    """The user and movie tables after PASSES passes of exact_als.fit from Keras's initialisation, each
+    user's L2 pulling towards PULL times the mean of their rated movies' vectors."""
+    users, movies, _ = exact_als.fit(ratings, setting, seed, max_passes=passes, tolerance=0.0, pull=pull)
     return users, movies
 
 
