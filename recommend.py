@@ -294,7 +294,16 @@ def train(model: MovieLensModel, data: MovieLens, recipe: Recipe, seed: int, cal
     if one_batch:  # every pass is the same batch, in any order: made once
         batches = batches.cache()
     model.compile(optimizer=OPTIMIZERS[recipe.optimizer](learning_rate=recipe.learning_rate))
-    model.fit(batches.prefetch(tf.data.AUTOTUNE), epochs=recipe.epochs, verbose=0, callbacks=list(callbacks))
+    batches = without_autotuning(batches.prefetch(tf.data.AUTOTUNE))
+    model.fit(batches, epochs=recipe.epochs, verbose=0, callbacks=list(callbacks))
+
+
+def without_autotuning(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """DATASET with tf.data's autotuning off: its thread held the end of every epoch of a few seconds or
+    more, idle, for seconds more as fit() let go of the epoch's iterator (docs/speed.md)."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 # 5. Index ---------------------------------------------------------------------------------------------

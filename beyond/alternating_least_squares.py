@@ -315,7 +315,8 @@ def solve_tables(model, data: recommend.MovieLens, weights: np.ndarray, terms_fo
         table.assign(table * keep[:, np.newaxis])
     solver = AlternatingLeastSquares(user_table, movie_table, users, movies, terms)
     solver.compile()
-    solver.fit(tf.data.Dataset.range(2), epochs=epochs, verbose=0, callbacks=list(callbacks))
+    steps = recommend.without_autotuning(tf.data.Dataset.range(2))
+    solver.fit(steps, epochs=epochs, verbose=0, callbacks=list(callbacks))
 
 
 def rating_rows(model, data: recommend.MovieLens) -> tuple[np.ndarray, np.ndarray]:

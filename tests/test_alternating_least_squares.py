@@ -12,7 +12,7 @@ import tensorflow as tf
 import recommend
 from beyond import alternating_least_squares, evaluation, guards, tuned
 from conftest import ALPHA, PLANTED_MOVIE, PLANTED_USER, tiny_movielens
-from test_training import titles, top, train_tiny
+from test_training import fits_autotuning, titles, top, train_tiny
 from test_tuned import TINY_TUNED, whole_objective
 
 # The tiny recipe on implicit ALS's loss, solved; an L2 small enough for 39 ratings to shape vectors.
@@ -147,6 +147,14 @@ def test_rows_nobody_rated_are_zero():
     assert not user_table[eight].any() and not user_table[0].any()
     assert not model.movie_model.layers[-1].embeddings.numpy()[0].any()
     assert np.abs(user_table).sum(axis=1).astype(bool).sum() == 7  # users 1 to 7 learned something
+
+
+def test_the_solver_runs_without_tf_datas_autotuning_whose_thread_held_each_passs_end(monkeypatch):
+    seen = fits_autotuning(monkeypatch)
+    data = tiny_movielens()
+    model, _, _ = solver_for(data, TINY_ALS)
+    dataclasses.replace(TINY_ALS, epochs=1).train(model, data, seed=0)
+    assert seen == [False]
 
 
 def test_it_stops_once_converged_and_says_why(capsys):

@@ -63,6 +63,24 @@ def test_the_planted_movie_comes_first_and_rated_movies_never_appear():
     assert [item["rank"] for item in recommendations] == list(range(1, 8))
 
 
+def fits_autotuning(monkeypatch) -> list:
+    """Records, for each fit() from now on, whether its dataset has tf.data's autotuning on."""
+    seen, fit = [], tf.keras.Model.fit
+
+    def recording_fit(self, dataset, *args, **kwargs):
+        seen.append(dataset.options().autotune.enabled)
+        return fit(self, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(tf.keras.Model, "fit", recording_fit)
+    return seen
+
+
+def test_training_runs_without_tf_datas_autotuning_whose_thread_held_each_epochs_end(monkeypatch):
+    seen = fits_autotuning(monkeypatch)
+    train_tiny(dataclasses.replace(TINY_RECIPE, epochs=1))
+    assert seen == [False]
+
+
 def test_a_beta_user_is_recommended_beta_movies_before_alpha_ones():
     recommender = trained_tiny()
     recommendations = titles(top(recommender, "5", 11, include_rated=True))
