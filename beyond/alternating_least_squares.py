@@ -258,19 +258,20 @@ def conjugate_gradient(other_vectors, gram, row_unrated, other_unrated, row_l2, 
     # A rated movie's weight beyond an unrated one's; padding (weight 0) must add nothing, not -e e^T.
     extra = tf.where(weights > 0, weights - row_unrated * tf.gather(other_unrated, other_rows), 0.0)
 
+    def weighted_sum(coefficients):
+        """Each row's sum over its rated rows of coefficient x e. As a row vector times the row's
+        [length, embedding_dim] matrix: matvec's transpose_a took twice as long (docs/bigger-data.md)."""
+        return tf.matmul(coefficients[:, tf.newaxis, :], rated)[:, 0, :]
+
     def times_a(vectors):
         scores = tf.linalg.matvec(rated, vectors)
-        return (
-            row_unrated * tf.matmul(vectors, gram)
-            + row_l2 * vectors
-            + tf.linalg.matvec(rated, extra * scores, transpose_a=True)
-        )
+        return row_unrated * tf.matmul(vectors, gram) + row_l2 * vectors + weighted_sum(extra * scores)
 
-    b = tf.linalg.matvec(rated, weights, transpose_a=True)
+    b = weighted_sum(weights)
     target = 0.0
     if pull:  # a number when the graph is built: the movies' L2 pulls towards 0, and skips this
         is_rated = tf.cast(weights > 0, tf.float32)  # padding, at weight 0, is not a rated row
-        rated_sum = tf.linalg.matvec(rated, is_rated, transpose_a=True)
+        rated_sum = weighted_sum(is_rated)
         target = pull * tf.math.divide_no_nan(rated_sum, tf.reduce_sum(is_rated, axis=1, keepdims=True))
     pulled_b = b + row_l2 * target
     residual = pulled_b - times_a(x)
