@@ -4,7 +4,7 @@
 only, never a requirement of recommend.py: this script installs it into a virtual environment of its own
 (--implicit-venv) and fits it there, in benchmarks/implicit_als.py.
 
-    1. read MovieLens (the real one, or what benchmarks/synthetic_movielens.py writes), parsed once
+    1. read MovieLens (the real one, or what benchmarks/synthetic_movielens.py writes) as recommend.py does
     2. train the tuned recipe (alternating least squares in TensorFlow, stopping once converged), timed
     3. hand the same ratings and weights to implicit, and time its fit (15 iterations, its default)
     4. print both times, passes, and the loss each reached, computed the same way for both: implicit
@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 import recommend  # noqa: E402
-from beyond import alternating_least_squares, evaluation, guards, ratings_cache, recipes, tuned  # noqa: E402
+from beyond import alternating_least_squares, download, evaluation, guards, recipes, tuned  # noqa: E402
 
 IMPLICIT_VERSION = "0.7.3"
 # implicit has one L2 for every row and weighs every unrated pair 1, so it cannot take --tuned's rule (an
@@ -44,8 +44,8 @@ HERE = pathlib.Path(__file__).resolve().parent
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     python = implicit_python(args.implicit_venv)
-    # Read back after the first run, as recommend.py does: parsing 25M takes minutes (beyond/ratings_cache.py).
-    data, _ = ratings_cache.load_movielens(args.data_dir, args.dataset)
+    # As recommend.py reads it: 1M and up parsed once, then read back (parsing 25M takes minutes).
+    data, _ = download.load_movielens(args.data_dir, None, args.dataset)
     training, held_out = data, None
     if args.evaluate:
         train_rows, test_rows = evaluation.split_like_the_tutorial(data)
