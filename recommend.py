@@ -299,8 +299,8 @@ def train(model: MovieLensModel, data: MovieLens, recipe: Recipe, seed: int, cal
 
 
 def without_autotuning(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """DATASET with tf.data's autotuning off: its thread held the end of every epoch of a few seconds or
-    more, idle, for seconds more as fit() let go of the epoch's iterator (docs/speed.md)."""
+    """DATASET with tf.data's autotuning off: at the end of each epoch of a few seconds or more, fit() sat
+    idle for seconds, waiting on autotuning's thread as it let go of the iterator (docs/speed.md)."""
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.with_options(options)

@@ -34,13 +34,15 @@ import os
 import pathlib
 import struct
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
+
+import recommend  # noqa: E402
 
 # MovieLens 25M's own counts (its README): 25,000,095 ratings by 162,541 users of 62,423 movies.
 MOVIELENS_25M = {"ratings": 25_000_095, "users": 162_541, "movies": 62_423}
@@ -48,8 +50,6 @@ MIN_RATINGS_PER_USER = 20  # GroupLens kept only users with at least 20 ratings
 SHARD_SIZE = 1_000_000  # examples per TFRecord file: about 150 MB each
 UNRATED_SHARE = 0.054
 HALF_STARS = np.arange(1, 11) / 2  # the ratings MovieLens 25M allows: 0.5 to 5 stars
-# Drawing 25M's movies by taste takes minutes: a line on stderr this often says how far it has got.
-PROGRESS_SECONDS = 10
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,7 +205,7 @@ def draw_by_taste(rng, per_user: np.ndarray, popularity: np.ndarray, user_tastes
     user's top ones draws exactly so (the Gumbel top-k trick), a thousand users at a time."""
     with np.errstate(divide="ignore"):  # a movie nobody rates has popularity 0: a key of -inf
         log_popularity = np.log(popularity)
-    movies, reported = [], time.monotonic()
+    movies, heartbeat = [], recommend.Heartbeat()  # 25M's draw takes minutes
     for first in range(0, len(per_user), 1000):
         users = slice(first, first + 1000)
         keys = log_popularity + user_tastes[users] @ movie_tastes.T
@@ -216,12 +216,7 @@ def draw_by_taste(rng, per_user: np.ndarray, popularity: np.ndarray, user_tastes
         best = np.argpartition(keys, -most, axis=1)[:, -most:]
         best_first = np.take_along_axis(best, np.argsort(-np.take_along_axis(keys, best, 1), axis=1), 1)
         movies.append(np.concatenate([row[:count] for row, count in zip(best_first, per_user[users])]))
-        if time.monotonic() - reported >= PROGRESS_SECONDS:
-            print(
-                f"tastes: {min(users.stop, len(per_user)):,} of {len(per_user):,} users' movies drawn",
-                file=sys.stderr,
-            )
-            reported = time.monotonic()
+        heartbeat.beat(f"tastes: {min(users.stop, len(per_user)):,} of {len(per_user):,} users' movies drawn")
     return np.concatenate(movies).astype(np.int32)
 
 
