@@ -261,11 +261,11 @@ def conjugate_gradient(other_vectors, gram, row_unrated, other_unrated, row_l2, 
     def weighted_sum(coefficients):
         """Each row's sum over its rated rows of coefficient x e. As a row vector times the row's
         [length, embedding_dim] matrix: matvec's transpose_a took twice as long (docs/bigger-data.md)."""
-        return tf.matmul(coefficients[:, tf.newaxis, :], rated)[:, 0, :]
+        return small_matmul(coefficients[:, tf.newaxis, :], rated)[:, 0, :]
 
     def times_a(vectors):
-        scores = tf.linalg.matvec(rated, vectors)
-        return row_unrated * tf.matmul(vectors, gram) + row_l2 * vectors + weighted_sum(extra * scores)
+        scores = small_matmul(rated, vectors[:, :, tf.newaxis])[:, :, 0]
+        return row_unrated * small_matmul(vectors, gram) + row_l2 * vectors + weighted_sum(extra * scores)
 
     b = weighted_sum(weights)
     target = 0.0
@@ -289,6 +289,13 @@ def conjugate_gradient(other_vectors, gram, row_unrated, other_unrated, row_l2, 
     # With the residual r = b + lambda t - A x, x^T A x - 2 (b + lambda t) . x = -x . (b + lambda t + r).
     loss = -tf.reduce_sum(x * (pulled_b + residual)) + tf.reduce_sum(row_l2 * x * (2.0 * target - x))
     return x, loss
+
+
+def small_matmul(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """tf.matmul(a, b) as the op BatchMatMulV3, not the V2 or MatMul that tf.matmul makes of float32s.
+    TensorFlow on x86 hands V2 and MatMul to oneDNN, whose kernels take two to three times as long on
+    the solver's small products; V3 it leaves to its own (tensorflow/tensorflow#56350, docs/speed.md)."""
+    return tf.raw_ops.BatchMatMulV3(x=a, y=b, Tout=a.dtype)
 
 
 def solve_tables(model, data: recommend.MovieLens, weights: np.ndarray, terms_for, epochs: int, callbacks=()):

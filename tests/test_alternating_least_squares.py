@@ -265,6 +265,35 @@ def test_a_solve_is_three_conjugate_gradient_steps_from_the_vectors_each_row_had
     assert max(away_from_exact) > 0.01 and max(away_from_zero) > 0.01
 
 
+def test_small_matmul_multiplies_as_tf_matmul_does_batched_or_not():
+    batched = alternating_least_squares.small_matmul(
+        tf.constant([[[1.0, 2.0]], [[0.0, 1.0]]]), tf.constant([[[3.0], [4.0]], [[5.0], [6.0]]])
+    )
+    assert batched.numpy().tolist() == [[[11.0]], [[6.0]]]
+    plain = alternating_least_squares.small_matmul(
+        tf.constant([[1.0, 2.0]]), tf.constant([[3.0, 1.0], [4.0, 0.5]])
+    )
+    assert plain.numpy().tolist() == [[11.0, 2.0]]
+
+
+@pytest.mark.parametrize("pull", [0.0, 0.7], ids=["towards zero", "pulled"])
+def test_a_chunks_products_are_all_ones_onednn_leaves_to_tensorflow(pull):
+    # TensorFlow on x86 hands BatchMatMulV2 and MatMul to oneDNN, two to three times slower on these
+    # products: a tf.matmul slipped back into the steps would cost a third of every pass at 25M.
+    other = tf.random.normal([6, 4])
+    solve = tf.function(
+        lambda x, rows, weights: alternating_least_squares.conjugate_gradient(
+            other, tf.eye(4), tf.ones(2), tf.ones(6), tf.fill([2], 0.5), pull, x, rows, weights
+        )
+    )
+    graph = solve.get_concrete_function(
+        tf.TensorSpec([2, 4]), tf.TensorSpec([2, 3], tf.int32), tf.TensorSpec([2, 3])
+    ).graph
+    kinds = {operation.type for operation in graph.get_operations()}
+    assert "BatchMatMulV3" in kinds
+    assert not kinds & {"BatchMatMul", "BatchMatMulV2", "MatMul"}
+
+
 def objective(solver, user_rows, movie_rows, weights, terms) -> float:
     """Implicit ALS's whole objective for the solver's tables, in float64: every pair scored, each unrated
     one by its movie's unrated weight, plus each row's L2."""
