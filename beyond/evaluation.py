@@ -6,7 +6,7 @@ This module does the same, and adds what it takes to read that number honestly:
     1. split_like_the_tutorial: the tutorial's own split, row for row
     2. build_most_popular_model: the baseline, as a two-tower model scored by the same code
     3. held_out_metrics: top-k accuracy as TFRS computes it, then Recall@10 and NDCG@10 with each user's
-       training movies left out, a block of users at a time
+       training movies left out, a block of users at a time (catalogue_ranking_metrics)
     4. evaluate and spread: one model per seed, and each metric's mean and standard deviation (--repeat)
 
     python recommend.py --evaluate
@@ -160,7 +160,12 @@ def held_out_metrics(model, training: recommend.MovieLens, held_out: recommend.M
     metrics = {
         f"top_{k}": results[f"factorized_top_k/top_{k}_categorical_accuracy"] for k in recommend.TOP_KS
     }
+    metrics.update(catalogue_ranking_metrics(model, training, held_out))
+    return {name: round(float(value), 4) for name, value in metrics.items()}
 
+
+def catalogue_ranking_metrics(model, training: recommend.MovieLens, held_out: recommend.MovieLens) -> dict:
+    """Recall@10 and NDCG@10 over the users with held-out movies, each user's training movies left out."""
     # Every movie is scored for every user, a block of users at a time: one matrix product each, and a
     # users x catalogue matrix small enough for 162,541 users in a few blocks.
     movie_embeddings = model.movie_model(training.catalogue)
@@ -179,9 +184,10 @@ def held_out_metrics(model, training: recommend.MovieLens, held_out: recommend.M
         ndcgs.append(ndcg)
         heartbeat.beat(f"  ranked the catalogue for {block.stop:,} of {len(training.users):,} users")
     recall, ndcg = np.concatenate(recalls), np.concatenate(ndcgs)
-    metrics[f"recall_at_{RANKING_CUTOFF}"] = recall.mean() if len(recall) else math.nan
-    metrics[f"ndcg_at_{RANKING_CUTOFF}"] = ndcg.mean() if len(ndcg) else math.nan
-    return {name: round(float(value), 4) for name, value in metrics.items()}
+    return {
+        f"recall_at_{RANKING_CUTOFF}": recall.mean() if len(recall) else math.nan,
+        f"ndcg_at_{RANKING_CUTOFF}": ndcg.mean() if len(ndcg) else math.nan,
+    }
 
 
 class EvaluationProgress(tf.keras.callbacks.Callback):
@@ -219,7 +225,9 @@ def ranking_metrics(
     with the lower column comes first.
     """
     relevant = relevant & ~seen
-    ranked = np.argsort(np.where(seen, np.inf, -scores), axis=1, kind="stable")[:, :cutoff]
+    # top_k puts the lower column first on equal scores, as a stable sort would, and finds ten of 62,423
+    # in a twelfth of the time a full sort of every row takes.
+    ranked = tf.math.top_k(np.where(seen, -np.inf, scores), k=cutoff).indices.numpy()
     hits = np.take_along_axis(relevant, ranked, axis=1)
     num_relevant = relevant.sum(axis=1)
     users = num_relevant > 0

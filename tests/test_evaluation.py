@@ -46,6 +46,24 @@ def test_ranking_metrics_on_a_case_worked_out_by_hand():
     np.testing.assert_allclose(ndcg, [(1 / math.log2(3)) / ideal, 1 / ideal])
 
 
+def test_rankings_are_a_stable_sorts_with_many_ties_and_seen_movies():
+    # Scores of one decimal among 40 movies tie often; the ten first must be what a full stable sort
+    # gives (lower column first), seen movies never among them unless nothing else is left.
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.random((200, 40)), 1)
+    seen = rng.random((200, 40)) < 0.3
+    seen[0, :35] = True  # only five unseen: the ranking's last five are seen ones, in column order
+    relevant = rng.random((200, 40)) < 0.2
+    seen[:, 39], relevant[:, 39] = False, True  # everyone has something to find
+    by_sort = np.argsort(np.where(seen, np.inf, -scores), axis=1, kind="stable")[:, :10]
+    hits = np.take_along_axis(relevant & ~seen, by_sort, axis=1)
+    recall, ndcg = evaluation.ranking_metrics(scores, seen, relevant, cutoff=10)
+    np.testing.assert_allclose(recall, hits.sum(axis=1) / (relevant & ~seen).sum(axis=1))
+    discounts = 1 / np.log2(np.arange(2, 12))
+    ideal = np.cumsum(discounts)[np.minimum((relevant & ~seen).sum(axis=1), 10) - 1]
+    np.testing.assert_allclose(ndcg, (hits * discounts).sum(axis=1) / ideal)
+
+
 def test_ndcg_is_one_when_every_relevant_title_comes_first():
     scores = np.array([[0.1, 0.9, 0.8, 0.7]])
     relevant = np.array([[False, True, True, False]])
