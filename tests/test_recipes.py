@@ -86,7 +86,7 @@ def test_a_new_viewer_is_fitted_to_the_loss_the_recipe_trains():
     tuned_recipe = recipes.TUNED
     fold_in = tuned_recipe.fold_in(tuned_recipe.build_model(*vocabularies, data.catalogue), data)
     assert (fold_in.l2, fold_in.rated_weight) == (tuned_recipe.embedding_l2, tuned_recipe.rated_weight)
-    assert fold_in.l2_frequency_power == tuned_recipe.l2_frequency_power == 1
+    assert fold_in.l2_frequency_power == tuned_recipe.l2_frequency_power == 0.5
     assert fold_in.movie_table_rows == 11 + 1  # the movie table's rows: each title's, and the unknown title's
     ratings = np.array([4, 4, 4, 4, 3, 4, 4, 4, 4, 4, 1])
     expected = (ratings * 11 / 40) ** tuned_recipe.unrated_popularity_power
