@@ -171,14 +171,20 @@ def choose(rows: list[dict]) -> dict:
     return max(kept, key=lambda row: float(row["ndcg"]))
 
 
-def main(argv=None) -> int:
+def search_parser(description: str) -> argparse.ArgumentParser:
+    """The options every round from this one on takes: the project to use and where results go."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--project", required=True, help="the repository whose loader, split and solver to use"
     )
     parser.add_argument("--results", default="results", help="where results go (default: %(default)s)")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = search_parser(__doc__)
     parser.add_argument("--quick", action="store_true", help="two folds, two settings a stage: a smoke test")
     parser.add_argument("--test", action="store_true", help="then score the chosen recipe on the test split")
     args = parser.parse_args(argv)

@@ -26,7 +26,6 @@ RESULTS/round4/stage21.csv as each setting finishes, and a rerun skips what is t
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import pathlib
@@ -75,13 +74,7 @@ def planted_ndcg(data_dir: str, changes: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--project", required=True, help="the repository whose loader, split and solver to use"
-    )
-    parser.add_argument("--results", default="results", help="where results go (default: %(default)s)")
+    parser = round3.search_parser(__doc__)
     parser.add_argument("--planted", nargs="*", default=[], help="planted sets' TFDS folders (default: none)")
     parser.add_argument("--test", action="store_true", help="then score the chosen rule on the test split")
     args = parser.parse_args(argv)
