@@ -53,11 +53,8 @@ STOPPED = re.compile(
 
 def tuned_run(capsys, tiny_tfds, epochs: int) -> tuple[list[float], re.Match]:
     """The losses each epoch's progress line gave, and the last line, why training stopped, as matched."""
-    # One number a vector, so that it converges within the test's 15 epochs (each gets a progress line up
-    # to 20; the recommendations are then the same order for everyone, so only their form is checked). With
-    # more, the tiny data's small L2 (few ratings a row, few rows in the other table) and each user's pull
-    # towards their films fit its 40 ratings almost exactly, and that near-zero loss keeps changing by
-    # more than 0.1% a pass for 25 to 45 passes (42 at 64 numbers).
+    # One number a vector, so that it converges well within the test's 15 epochs (each gets a progress line
+    # up to 20; the recommendations are then the same order for everyone, so only their form is checked).
     question = ["--user", "1", "--k", "3", "--tuned", "--embedding-dim", "1", "--json"]
     question += ["--data-dir", tiny_tfds]
     status, out, err = run(capsys, *question, "--epochs", str(epochs))
