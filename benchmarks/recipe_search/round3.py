@@ -228,7 +228,7 @@ def main(argv=None) -> int:
         for label, recipe in (("stage 18", PROJECT_SETTINGS[0]), ("chosen", changes)):
             runs = evaluation.evaluate(
                 recommend.load_movielens(),
-                dataclasses.replace(recipes.TUNED, **STAGE_20_RULE, **recipe),
+                dataclasses.replace(recipes.TUNED, **{**STAGE_20_RULE, **recipe}),
                 [1, 2, 3],
             )
             looks[label] = evaluation.spread(runs["two_tower"])
